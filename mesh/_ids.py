@@ -1,0 +1,113 @@
+"""Agent ids, agent types and topic ids, with AutoGen's validation rules."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ._context import MessageHandlerContext
+
+_AGENT_TYPE_RE = re.compile(r"^[\w\-\.]+\Z")
+_TOPIC_TYPE_RE = re.compile(r"^[\w\-\.\:\=]+\Z")
+
+
+def is_valid_agent_type(value: str) -> bool:
+    return isinstance(value, str) and _AGENT_TYPE_RE.match(value) is not None
+
+
+def is_valid_topic_type(value: str) -> bool:
+    return isinstance(value, str) and _TOPIC_TYPE_RE.match(value) is not None
+
+
+@dataclass(eq=True, frozen=True)
+class AgentType:
+    """The name under which a factory or agent instances are registered."""
+
+    type: str
+
+
+class AgentId:
+    """Identifies one agent: its type and a key within that type.
+
+    The type must match ``^[\\w\\-\\.]+\\Z``; the key is free text.
+    """
+
+    __slots__ = ("_key", "_type")
+
+    def __init__(self, type: str | AgentType, key: str) -> None:
+        if isinstance(type, AgentType):
+            type = type.type
+        if not is_valid_agent_type(type):
+            raise ValueError(rf"Invalid agent type: {type}. Allowed values MUST match the regex: `^[\w\-\.]+\Z`")
+        self._type: str = type
+        self._key: str = key
+
+    @classmethod
+    def from_str(cls, agent_id: str) -> AgentId:
+        """Parse ``"type/key"``."""
+        items = agent_id.split("/", maxsplit=1)
+        if len(items) != 2:
+            raise ValueError(f"Invalid agent id: {agent_id}")
+        return cls(items[0], items[1])
+
+    @property
+    def type(self) -> str:
+        return self._type
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    def __hash__(self) -> int:
+        return hash((self._type, self._key))
+
+    def __eq__(self, value: object) -> bool:
+        if not isinstance(value, AgentId):
+            return False
+        return self._type == value._type and self._key == value._key
+
+    def __str__(self) -> str:
+        return f"{self._type}/{self._key}"
+
+    def __repr__(self) -> str:
+        return f'AgentId(type="{self._type}", key="{self._key}")'
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (AgentId, (self._type, self._key))
+
+
+@dataclass(eq=True, frozen=True)
+class TopicId:
+    """The scope of a publish: a topic type (``^[\\w\\-\\.\\:\\=]+\\Z``) and a free-text source."""
+
+    type: str
+    source: str
+
+    def __post_init__(self) -> None:
+        if not is_valid_topic_type(self.type):
+            raise ValueError(f"Invalid topic type: {self.type}. Must match the pattern: ^[\\w\\-\\.\\:\\=]+\\Z")
+
+    def __str__(self) -> str:
+        return f"{self.type}/{self.source}"
+
+    @classmethod
+    def from_str(cls, topic_id: str) -> TopicId:
+        """Parse ``"type/source"``."""
+        items = topic_id.split("/", maxsplit=1)
+        if len(items) != 2:
+            raise ValueError(f"Invalid topic id: {topic_id}")
+        return cls(items[0], items[1])
+
+
+class DefaultTopicId(TopicId):
+    """A topic of type ``"default"`` unless given, whose source is the handling agent's key
+    inside a message handler and ``"default"`` elsewhere."""
+
+    def __init__(self, type: str = "default", source: str | None = None) -> None:
+        if source is None:
+            try:
+                source = MessageHandlerContext.agent_id().key
+            except RuntimeError:
+                source = "default"
+        super().__init__(type, source)
