@@ -3,7 +3,21 @@
 This package never imports ``mesh``: a member's metadata is opaque bytes here.
 """
 
+from ._channel import GossipChannel
 from ._config import MembershipConfig
 from ._errors import DiscoveryError, RecordDecodeError
+from ._membership import Membership
+from ._record import MemberRecord, MemberStatus, is_valid_node_id
+from ._swim import Event as MembershipEvent
 
-__all__ = ["DiscoveryError", "MembershipConfig", "RecordDecodeError"]
+__all__ = [
+    "DiscoveryError",
+    "GossipChannel",
+    "MemberRecord",
+    "MemberStatus",
+    "Membership",
+    "MembershipConfig",
+    "MembershipEvent",
+    "RecordDecodeError",
+    "is_valid_node_id",
+]

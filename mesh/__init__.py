@@ -14,6 +14,7 @@ from ._cancellation import CancellationToken
 from ._closure_agent import ClosureAgent, ClosureContext
 from ._context import AgentInstantiationContext
 from ._errors import (
+    AgentTypeConflictError,
     AgentUnreachableError,
     CantHandleException,
     MeshError,
@@ -43,7 +44,7 @@ from ._subscriptions import DefaultSubscription, Subscription, TypePrefixSubscri
 
 if TYPE_CHECKING:
     from ._config import MeshConfig
-    from ._node import MeshNode
+    from ._node import MeshNode, PeerInfo
 
 __all__ = [
     "JSON_DATA_CONTENT_TYPE",
@@ -56,6 +57,7 @@ __all__ = [
     "AgentProxy",
     "AgentRuntime",
     "AgentType",
+    "AgentTypeConflictError",
     "AgentUnreachableError",
     "BaseAgent",
     "CancellationToken",
@@ -76,6 +78,7 @@ __all__ = [
     "MessageTooLargeError",
     "NodeStoppedError",
     "NotAccessibleError",
+    "PeerInfo",
     "RemoteAgentError",
     "RoutedAgent",
     "SendTimeoutError",
@@ -96,7 +99,7 @@ __all__ = [
     "type_subscription",
 ]
 
-_LAZY = {"MeshNode": "._node", "MeshConfig": "._config"}
+_LAZY = {"MeshNode": "._node", "PeerInfo": "._node", "MeshConfig": "._config"}
 
 
 def __getattr__(name: str) -> Any:

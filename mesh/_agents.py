@@ -29,7 +29,11 @@ class FactoryEntry:
 
 def _is_foreign(agent: Any) -> bool:
     """True for agents of autogen_core's classes (they get autogen_core contexts)."""
-    return any(base.__module__.startswith("autogen_core") for base in type(agent).__mro__)
+    return is_foreign_class(type(agent))
+
+
+def is_foreign_class(cls: type[Any]) -> bool:
+    return any(base.__module__.startswith("autogen_core") for base in cls.__mro__)
 
 
 class LocalAgents:
@@ -43,6 +47,10 @@ class LocalAgents:
         self.registered: set[AgentId] = set()
         self.foreign: set[AgentId] = set()
         self._creating: dict[AgentId, asyncio.Future[Any]] = {}
+
+    @staticmethod
+    def is_foreign_class(cls: type[Any]) -> bool:
+        return is_foreign_class(cls)
 
     def hosts(self, agent_type: str) -> bool:
         return agent_type in self.factories or agent_type in self.instance_types
@@ -74,14 +82,23 @@ class LocalAgents:
         if _is_foreign(agent):
             self.foreign.add(agent_id)
 
-    async def get(self, agent_id: AgentId) -> Any:
-        """The live agent for ``agent_id``, created by its factory on first use."""
+    async def get(self, agent_id: AgentId, prepare: Callable[[Any], Awaitable[None]] | None = None) -> Any:
+        """The live agent for ``agent_id``, created by its factory on first use.
+
+        ``prepare`` (used to load handed-over state) runs on a newly created agent before anyone
+        else can use it, or on the live one.
+        """
         agent = self.instances.get(agent_id)
         if agent is not None:
+            if prepare is not None:
+                await prepare(agent)
             return agent
         pending = self._creating.get(agent_id)
         if pending is not None:
-            return await asyncio.shield(pending)
+            agent = await asyncio.shield(pending)
+            if prepare is not None:
+                await prepare(agent)
+            return agent
         entry = self.factories.get(agent_id.type)
         if entry is None:
             if agent_id.type in self.instance_types:
@@ -96,6 +113,8 @@ class LocalAgents:
         self._creating[agent_id] = future
         try:
             agent = await self._create(entry, agent_id)
+            if prepare is not None:
+                await prepare(agent)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: later waiters re-raise it, nobody else needs to
@@ -147,6 +166,10 @@ class LocalAgents:
         if agent is None:
             raise NotAccessibleError(f"Agent {agent_id} is not instantiated on this node.")
         return agent
+
+    def movable(self) -> list[AgentId]:
+        """Live agents created by a factory (registered instances never move)."""
+        return [a for a in self.instances if a not in self.registered]
 
     def drop(self, agent_id: AgentId) -> Any:
         self.foreign.discard(agent_id)

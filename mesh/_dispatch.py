@@ -42,6 +42,7 @@ class Dispatcher:
         self._busy = 0  # items started and not finished
         self._check_scheduled = False
         self._room_waiters: deque[asyncio.Future[None]] = deque()
+        self._room_callbacks: list[Callable[[], None]] = []
         self._idle_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._context: contextvars.Context | None = None
@@ -97,23 +98,34 @@ class Dispatcher:
             self._room_waiters.append(waiter)
             await waiter
 
+    def notify_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once) as soon as the dispatcher is no longer saturated."""
+        if callback not in self._room_callbacks:
+            self._room_callbacks.append(callback)
+
+    def _fire_room(self) -> None:
+        callbacks, self._room_callbacks = self._room_callbacks, []
+        for callback in callbacks:
+            callback()
+
     async def join(self) -> None:
         """Wait until nothing is queued or running."""
         while not self.is_idle():
             assert self._idle_event is not None
             await self._idle_event.wait()
 
-    async def stop(self, timeout_s: float) -> bool:
-        """Finish queued and running items within ``timeout_s``, then cancel what is left.
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for queued and running items to finish; True if they did."""
+        if not self._running:
+            return self.is_idle()
+        try:
+            await asyncio.wait_for(self.join(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
-        Returns True when everything finished in time.
-        """
-        finished = True
-        if self._running:
-            try:
-                await asyncio.wait_for(self.join(), timeout_s)
-            except TimeoutError:
-                finished = False
+    async def stop(self) -> list[WorkItem]:
+        """Cancel running items and return the queued ones that never started."""
         self._running = False
         for waiter in self._idle:
             if not waiter.done():
@@ -128,7 +140,8 @@ class Dispatcher:
         self._pending = 0
         self._busy = 0
         self._wake_room_waiters(all_=True)
-        return finished
+        self._room_callbacks.clear()
+        return self.drop_queued()
 
     def drop_queued(self) -> list[WorkItem]:
         items = list(self._queue)
@@ -197,6 +210,8 @@ class Dispatcher:
                 finally:
                     self._busy -= 1
                     self.completed += 1
+                    if self._room_callbacks and not self.saturated:
+                        self._fire_room()
         finally:
             self._workers.discard(task)
             if self._idle_event is not None and self.is_idle():

@@ -31,6 +31,11 @@ class AgentUnreachableError(MeshError, UndeliverableException):
     """The node that owns the recipient died or the link to it was lost before the reply came."""
 
 
+class AgentTypeConflictError(MeshError, ValueError):
+    """An agent type is registered with different classes, or as a factory on one node and as
+    instances on another."""
+
+
 class RemoteAgentError(MeshError):
     """A remote handler raised an exception whose type the caller may not rebuild.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import logging
 import os
@@ -13,27 +14,39 @@ import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
+import msgpack
+
+from discovery import MemberRecord, is_valid_node_id
+
+from . import _codec as wire
+from . import _errors
 from ._agent import Agent, AgentMetadata
 from ._agents import LocalAgents
 from ._cancellation import CancellationToken
+from ._codec import Body, FrameDecodeError
 from ._config import MeshConfig
 from ._context import MessageHandlerContext
 from ._dispatch import Dispatcher
 from ._errors import (
+    AgentTypeConflictError,
     AgentUnreachableError,
     MessageDroppedException,
+    MessageTooLargeError,
     NodeStoppedError,
     NotAccessibleError,
+    RetryableRoutingError,
     UnknownAgentTypeError,
 )
 from ._ids import AgentId, AgentType, TopicId, is_valid_agent_type
 from ._intervention import DropMessage, InterventionHandler
+from ._link import MeshLink, Peer
 from ._message_context import MessageContext
 from ._routing import NodeInfo, RoutingTable, SubInfo, TypeInfo
-from ._serialization import MessageSerializer, SerializerRegistry
+from ._serialization import MessageSerializer, SerializerRegistry, UnknownPayload
 from ._subscriptions import Subscription, TypePrefixSubscription, TypeSubscription
 
 logger = logging.getLogger("mesh")
@@ -42,6 +55,22 @@ T = TypeVar("T", bound=Agent)
 
 # The id of the agent whose handler runs (the same variable MessageHandlerContext reads).
 _HANDLER_VAR: ContextVar[Any] = MessageHandlerContext._MESSAGE_HANDLER_CONTEXT
+_RETRY = object()
+RPC_RETRIES = 3  # a call the receiver does not own in its view is retried after the views resync
+_warned_insecure_bind = False
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """A live peer as this node sees it."""
+
+    node_id: str
+    name: str
+    address: str
+    incarnation: int
+    status: str
+    agent_types: Mapping[str, str]
+    subscriptions: tuple[SubInfo, ...]
 
 
 def _warn_if_none(value: Any, handler_name: str) -> None:
@@ -99,6 +128,40 @@ def _sub_info(sub: Any) -> SubInfo | None:
     return None
 
 
+def _overrides(agent: Any, method: str) -> bool:
+    """Whether the agent's class implements ``method`` itself (BaseAgent's default only warns)."""
+    impl = getattr(type(agent), method, None)
+    return impl is not None and getattr(impl, "__qualname__", "") != f"BaseAgent.{method}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _advertised_host(host: str, advertise: str | None) -> str:
+    if advertise:
+        return advertise
+    if host not in ("0.0.0.0", "*", "::", ""):
+        return host
+    try:
+        for family, _, _, _, sockaddr in socket.getaddrinfo(socket.gethostname(), None):
+            address = str(sockaddr[0])
+            if family in (socket.AF_INET, socket.AF_INET6) and not ipaddress.ip_address(address).is_loopback:
+                return address
+    except OSError:
+        pass
+    return "127.0.0.1"
+
+
+def _endpoint(host: str, port: int) -> str:
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
 class MeshNode:
     """One node of the mesh: an AutoGen-compatible agent runtime that routes to its peers.
 
@@ -143,6 +206,13 @@ class MeshNode:
     ) -> None:
         if discovery not in ("mdns", "none"):
             raise ValueError(f"discovery must be 'mdns' or 'none', not {discovery!r}")
+        if node_id is not None and not is_valid_node_id(node_id):
+            raise ValueError(f"node_id must be 1-64 characters of letters, digits, '_', '.', '-': {node_id!r}")
+        if isinstance(seeds, str):
+            raise TypeError("seeds must be a sequence of endpoints, not one string")
+        for seed in seeds:
+            if not seed.startswith("tcp://"):
+                raise ValueError(f"seed {seed!r} must be a ZeroMQ TCP endpoint such as tcp://10.0.0.5:7400")
         self._config = config or MeshConfig()
         self._node_id = node_id or uuid.uuid4().hex
         self._name = name or f"{socket.gethostname()}-{os.getpid()}"
@@ -161,19 +231,25 @@ class MeshNode:
 
         self._agents = LocalAgents(self)
         self._serializers = SerializerRegistry()
+        self._allowed_errors: dict[str, type[BaseException]] = _default_error_allow_list()
         self._subscriptions: list[Any] = []
         self._custom_subscriptions: list[Any] = []
         self._warned_custom = False
         self._dispatcher = Dispatcher(max_workers=self._config.max_running_handlers, max_queued=self._config.max_queued)
+        self._link = MeshLink(self, self._config)
         self._info = NodeInfo()
         self._table = RoutingTable({self._node_id: self._info})
+        self._view = 0
+        self._view_event: asyncio.Event | None = None
         self._running = False
+        self._leaving = False
         self._start_task: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._background_exception: BaseException | None = None
         self._id_prefix = uuid.uuid4().hex[:12] + "-"
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._moving: dict[AgentId, list[Callable[[], None]]] = {}
         self._stats: dict[str, int] = {
             "published": 0,
             "sent": 0,
@@ -181,6 +257,9 @@ class MeshNode:
             "handler_errors": 0,
             "undeliverable": 0,
             "dropped_by_intervention": 0,
+            "bad_payloads": 0,
+            "handed_over": 0,
+            "rejoined": 0,
         }
 
     # -- identity ---------------------------------------------------------------------------------
@@ -205,7 +284,7 @@ class MeshNode:
 
     @property
     def address(self) -> str | None:
-        """The advertised endpoint, known after start."""
+        """The advertised endpoint (``tcp://host:port``), known after start."""
         return self._address
 
     @property
@@ -220,13 +299,56 @@ class MeshNode:
     def unprocessed_messages_count(self) -> int:
         return self._dispatcher.queued
 
+    @property
+    def peers(self) -> list[PeerInfo]:
+        """A snapshot of the live peers with their decoded metadata."""
+        return [
+            PeerInfo(
+                node_id=p.node_id,
+                name=p.record.name,
+                address=p.record.endpoint,
+                incarnation=p.record.incarnation,
+                status=p.status.name.lower(),
+                agent_types={t: info.kind for t, info in p.info.types.items()},
+                subscriptions=p.info.subscriptions,
+            )
+            for p in self._link.peers()
+        ]
+
+    async def wait_for_peers(self, n: int, timeout: float = 10.0) -> None:
+        """Return once ``n`` peers are joined and their metadata is known.
+
+        Raises:
+            TimeoutError: fewer than ``n`` peers after ``timeout`` seconds.
+        """
+        if not self._running:
+            raise NodeStoppedError("the node is not running: call `await node.start()` first")
+        try:
+            await self._link.wait_for_peers(n, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{len(self._link.peers())} of {n} peers joined within {timeout} s") from None
+
     def statistics(self) -> dict[str, Any]:
-        """Counters of this node: messages, errors, losses, queue depth."""
+        """Counters of this node: messages, errors, losses, queue depth, membership."""
         stats: dict[str, Any] = dict(self._stats)
+        stats.update(self._link.stats)
+        transport = self._link.transport
+        if transport is not None:
+            stats.update(transport.stats)
+        membership = self._link.membership
+        stats["local_health"] = membership.local_health if membership is not None else 0
+        stats["bad_membership_messages"] = membership.bad_messages if membership is not None else 0
         stats["queued"] = self._dispatcher.queued
         stats["running_handlers"] = self._dispatcher.busy
         stats["agents"] = len(self._agents.instances)
+        stats["peers"] = len(self._link.peers())
+        stats["unacknowledged"] = self._link.unacknowledged()
         return stats
+
+    def register_exception_type(self, cls: type[BaseException]) -> None:
+        """Let errors of type ``cls`` raised by remote handlers be rebuilt as ``cls`` here
+        (otherwise they arrive as :class:`RemoteAgentError`)."""
+        self._allowed_errors[f"{cls.__module__}.{cls.__qualname__}"] = cls
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -247,18 +369,61 @@ class MeshNode:
         if not task.cancelled() and task.exception() is not None:
             logger.error("node failed to start: %s", task.exception())
 
+    def _transport_options(self) -> dict[str, Any]:
+        """Extra transport arguments (the security layer supplies its context and socket set-up)."""
+        return {}
+
     async def _start(self) -> None:
         if self._stopping is not None:
             await asyncio.shield(self._stopping)
         self._incarnation = max(self._incarnation + 1, time.time_ns() // 1_000_000)
+        self._leaving = False
+        self._view_event = asyncio.Event()
+        port = self._link.bind(self._host, self._port)
+        self._port = port  # a restarted node keeps its address
+        self._address = _endpoint(_advertised_host(self._host, self._advertise), port)
+        self._warn_if_exposed()
         self._dispatcher.start()
         self._running = True
-        logger.debug("node %s started (incarnation %d)", self._name, self._incarnation)
+        me = MemberRecord(
+            self._node_id,
+            self._incarnation,
+            0,
+            self._address,
+            self._name,
+            self._mesh_name,
+            (wire.PROTOCOL_MAJOR, wire.PROTOCOL_MINOR),
+            self._info.encode(),
+        )
+        synced = await self._link.join(me, self._seeds)
+        if self._seeds and not synced:
+            logger.warning(
+                "no seed of %s answered within %.1f s; this node keeps trying to join in the background",
+                ", ".join(self._seeds),
+                self._config.join_timeout_s,
+            )
+        self._view_changed()
+        logger.info("node %s started at %s (incarnation %d)", self._name, self._address, self._incarnation)
+
+    def _warn_if_exposed(self) -> None:
+        global _warned_insecure_bind
+        if not _is_loopback(self._host) and not self._secured() and not _warned_insecure_bind:
+            _warned_insecure_bind = True
+            logger.warning(
+                "node %s binds %s without security: anyone who can reach it can join the mesh, publish and "
+                "call agents; configure CURVE keys (see the README, Security)",
+                self._name,
+                self._host,
+            )
+
+    def _secured(self) -> bool:
+        return False
 
     async def stop(self) -> None:
-        """Stop gracefully: finish queued and running handlers within ``config.stop_timeout_s``,
-        then cancel what is left and fail calls still waiting. Idempotent; the node can be
-        started again afterwards (new incarnation, registrations and subscriptions kept)."""
+        """Stop gracefully: hand live agents over to their next owners, finish queued and running
+        handlers within ``config.stop_timeout_s``, tell the mesh this node leaves, then fail
+        whatever is left with a clear error. Idempotent; the node can be started again
+        afterwards (new incarnation, registrations and subscriptions kept)."""
         if self._start_task is not None and not self._start_task.done():
             await asyncio.wait([self._start_task])
         if not self._running:
@@ -275,21 +440,48 @@ class MeshNode:
         self._raise_background_exception()
 
     async def _stop(self) -> None:
-        finished = await self._dispatcher.stop(self._config.stop_timeout_s)
+        if self._link.peers():
+            # Route around this node from now on, and hand its live agents to their new owners.
+            self._leaving = True
+            self._view_changed()
+            await self._hand_over_all()
+        finished = await self._dispatcher.drain(self._config.stop_timeout_s)
         if not finished:
             logger.warning("stop: handlers still running after %.1f s were cancelled", self._config.stop_timeout_s)
+        self._link.leave()
+        for item in await self._dispatcher.stop():
+            self._fail_item(item)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._link.close()
         self._running = False
+        self._leaving = False
+        self._table = RoutingTable({self._node_id: self._info})
+
+    def _fail_item(self, item: tuple[Any, ...]) -> None:
+        """A queued item that never started because the node stopped: its caller must not hang."""
+        fn = item[0]
+        if fn == self._run_rpc:
+            future = item[4]
+            if not future.done():
+                future.set_exception(NodeStoppedError("the node stopped before the handler started"))
+        elif fn == self._run_remote_rpc:
+            self._link.reply(item[1], item[2], wire.NOT_RUN, "the owner node stopped before the handler started")
 
     async def stop_when_idle(self) -> None:
-        """Stop once nothing is queued or running on this node."""
+        """Stop once nothing is queued or running on this node and everything it sent was
+        acknowledged by its peers."""
         if self._start_task is not None and not self._start_task.done():
             await self._start_task
-        if self._running:
+        while self._running:
             await self._dispatcher.join()
+            if self._link.unacknowledged() == 0:
+                break
+            assert self._view_event is not None
+            # Credits and replies arrive as control traffic; wait a little and check again.
+            await asyncio.sleep(0.005)
         await self.stop()
 
     async def stop_when(self, condition: Callable[[], bool], check_period: float = 0.1) -> None:
@@ -314,8 +506,7 @@ class MeshNode:
     async def close(self) -> None:
         """Stop if running, then close every agent on this node."""
         await self.stop()
-        agents = list(self._agents.instances.items())
-        for agent_id, agent in agents:
+        for agent_id, agent in list(self._agents.instances.items()):
             try:
                 await agent.close()
             except Exception:
@@ -337,6 +528,21 @@ class MeshNode:
             exc, self._background_exception = self._background_exception, None
             raise exc
 
+    def _declared_dead(self) -> None:
+        """The mesh declared this node dead while it was alive (a long stall, a cut link)."""
+        asyncio.get_running_loop().call_soon(self._rejoin)
+
+    def _rejoin(self) -> None:
+        if not self._running or self._leaving:
+            return
+        self._incarnation = max(self._incarnation + 1, time.time_ns() // 1_000_000)
+        self._stats["rejoined"] += 1
+        logger.warning(
+            "node %s was declared dead by its peers; rejoining as incarnation %d", self._name, self._incarnation
+        )
+        self._link.rejoin(self._incarnation)
+        self._view_changed()
+
     # -- registration -----------------------------------------------------------------------------
 
     async def register_factory(
@@ -346,28 +552,58 @@ class MeshNode:
         *,
         expected_class: type[T] | None = None,
     ) -> AgentType:
-        """Register a factory for an agent type on this node and make it known mesh-wide."""
+        """Register a factory for an agent type on this node and make it known mesh-wide.
+
+        The same type may be registered on several nodes (with the same class): its keys are
+        then spread over them by placement.
+        """
         if isinstance(type, AgentType):
             type_name = type.type
         elif isinstance(type, str):
             type_name = type
         else:
-            type_name = getattr(type, "type", type)
+            type_name = str(getattr(type, "type", type))
         if not is_valid_agent_type(type_name):
             raise ValueError(rf"Invalid agent type: {type_name}. Allowed values MUST match the regex: `^[\w\-\.]+\Z`")
+        fingerprint = f"{expected_class.__module__}.{expected_class.__qualname__}" if expected_class else "*"
+        self._check_conflict(type_name, "factory", fingerprint)
         self._agents.add_factory(type_name, agent_factory, expected_class)
         if expected_class is not None:
             self._learn_agent_class(expected_class)
         await self._registrations_changed()
         return AgentType(type_name)
 
+    def _check_conflict(self, agent_type: str, kind: str, fingerprint: str) -> None:
+        for node_id, info in self._table.nodes.items():
+            other = info.types.get(agent_type)
+            if node_id == self._node_id or other is None:
+                continue
+            if other.kind != kind:
+                raise AgentTypeConflictError(
+                    f"agent type {agent_type!r} is registered with {other.kind} on node {node_id}; it cannot be "
+                    f"registered with {kind} here"
+                )
+            if "*" not in (fingerprint, other.fingerprint) and other.fingerprint != fingerprint:
+                raise AgentTypeConflictError(
+                    f"agent type {agent_type!r} is registered with class {other.fingerprint} on node {node_id}; "
+                    f"registering class {fingerprint} under the same type would split its agents between two "
+                    "classes: use another type name"
+                )
+
     async def register_agent_instance(self, agent_instance: Agent, agent_id: AgentId) -> AgentId:
         """Register one agent object under ``agent_id``; messages to it are routed to this node."""
         agent_id = coerce_agent_id(agent_id)
         self._agents.check_instance(agent_instance, agent_id)
-        await agent_instance.bind_id_and_runtime(id=agent_id, runtime=self)
+        cls = type(agent_instance)
+        self._check_conflict(agent_id.type, "instance", f"{cls.__module__}.{cls.__qualname__}")
+        if self._agents.is_foreign_class(cls):
+            from . import autogen as _autogen
+
+            await agent_instance.bind_id_and_runtime(id=_autogen.to_autogen_id(agent_id), runtime=self)  # type: ignore[arg-type]
+        else:
+            await agent_instance.bind_id_and_runtime(id=agent_id, runtime=self)
         self._agents.add_instance(agent_instance, agent_id)
-        self._learn_agent_class(type(agent_instance))
+        self._learn_agent_class(cls)
         await self._registrations_changed()
         return agent_id
 
@@ -380,17 +616,18 @@ class MeshNode:
                     self._serializers.learn_type(message_type)
             except ValueError:
                 pass  # AutoGen raises for types it cannot serialize; they still work on this node
-        produced = getattr(cls, "_produced_types", None)
-        if callable(produced):
-            for t in produced():
+        for handler in getattr(cls, "_discover_handlers", list)():
+            for t in getattr(handler, "target_types", ()):
                 self._serializers.learn_type(t)
-        else:
-            for handler in getattr(cls, "_discover_handlers", list)():
-                for t in getattr(handler, "produces_types", ()):
-                    self._serializers.learn_type(t)
+            for t in getattr(handler, "produces_types", ()):
+                self._serializers.learn_type(t)
 
     async def add_subscription(self, subscription: Subscription) -> None:
-        """Add a subscription held by this node; Type and TypePrefix ones are shared mesh-wide."""
+        """Add a subscription held by this node; Type and TypePrefix ones are shared mesh-wide.
+
+        Returns once every alive peer acknowledged it (bounded; gossip repairs stragglers), so a
+        publish made afterwards from any node sees it.
+        """
         subscription = coerce_subscription(subscription)
         if any(existing == subscription for existing in self._subscriptions) or any(
             existing == subscription for existing in self._custom_subscriptions
@@ -436,12 +673,36 @@ class MeshNode:
 
     async def _registrations_changed(self) -> None:
         self._info = self._local_info()
-        self._rebuild_table()
+        self._view_changed()
+        membership = self._link.membership
+        if self._running and membership is not None:
+            stragglers = await membership.set_metadata(self._info.encode(), self._config.visibility_timeout_s)
+            if stragglers:
+                logger.info("registration not yet acknowledged by %d peer(s); gossip will repair", len(stragglers))
 
-    def _rebuild_table(self) -> None:
-        self._table = RoutingTable({self._node_id: self._info})
+    def _view_changed(self) -> None:
+        """Rebuild the routing table from this node's registrations and its peers'."""
+        infos = self._link.infos() if self._running else {}
+        if not self._leaving:
+            infos[self._node_id] = self._info
+        self._table = RoutingTable(infos)
+        self._view += 1
+        if self._view_event is not None:
+            self._view_event.set()
+            self._view_event = asyncio.Event()
+        if self._running and not self._leaving:
+            self._check_ownership()
 
-    # -- messaging --------------------------------------------------------------------------------
+    async def _view_moved(self, timeout: float) -> None:
+        event = self._view_event
+        if event is None:
+            return
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    # -- messaging: publish -----------------------------------------------------------------------
 
     def _new_message_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"
@@ -456,7 +717,13 @@ class MeshNode:
         message_id: str | None = None,
     ) -> None:
         """Deliver ``message`` to every agent whose subscription matches ``topic_id`` (the sender
-        itself excepted), on whichever node owns each recipient. Returns once it is queued."""
+        itself excepted), on whichever node owns each recipient. Returns once it is queued here or
+        handed to the peers' channels (a sender waits while a peer's flow-control window is full).
+
+        Raises:
+            SerializationError: the message must cross nodes and cannot be encoded.
+            MessageTooLargeError: its encoding exceeds ``config.max_message_size``.
+        """
         if type(topic_id) is not TopicId:
             topic_id = coerce_topic_id(topic_id)
         if sender is not None and type(sender) is not AgentId:
@@ -480,38 +747,86 @@ class MeshNode:
                 if changed is not None:
                     message = changed
         self._stats["published"] += 1
-        recipients = self._table.recipients(topic_id.type, topic_id.source)
+        table = self._table
+        recipients = table.recipients(topic_id.type, topic_id.source)
         if self._custom_subscriptions:
             recipients = recipients + [
                 coerce_agent_id(s.map_to_agent(topic_id)) for s in self._custom_subscriptions if s.is_match(topic_id)
             ]
-        if recipients:
-            self._route_publish(message, topic_id, sender, cancellation_token, message_id, recipients)
-        if _HANDLER_VAR.get(None) is None and self._dispatcher.running:
-            await self._dispatcher.wait_for_room()
-
-    def _route_publish(
-        self,
-        message: Any,
-        topic_id: TopicId,
-        sender: AgentId | None,
-        token: CancellationToken,
-        message_id: str,
-        recipients: list[AgentId],
-    ) -> None:
+        if not recipients:
+            return
         me = self._node_id
-        table = self._table
-        submit = self._dispatcher.submit
-        run = self._run_event
+        local: list[AgentId] = []
+        remote: dict[str, list[AgentId]] | None = None
         for agent_id in recipients:
             if agent_id == sender:
                 continue
             owner = table.owner(agent_id._type, agent_id._key)
             if owner == me:
-                submit((run, agent_id, message, MessageContext(sender, topic_id, False, token, message_id)))
-            else:
+                local.append(agent_id)
+            elif owner is None:
                 self._stats["undeliverable"] += 1
                 logger.warning("publish to %s: no live node hosts agent type %r", topic_id, agent_id.type)
+            else:
+                if remote is None:
+                    remote = {}
+                remote.setdefault(owner, []).append(agent_id)
+        body = self._encode(message) if remote else None
+        if self._moving:
+            local = [a for a in local if not self._buffer_if_moving(a, message, topic_id, sender, message_id)]
+        submit = self._dispatcher.submit
+        run = self._run_event
+        for agent_id in local:
+            submit((run, agent_id, message, MessageContext(sender, topic_id, False, cancellation_token, message_id)))
+        if remote:
+            assert body is not None
+            await self._send_publish(remote, body, topic_id, sender, message_id, 0)
+        elif _HANDLER_VAR.get(None) is None and self._dispatcher.running:
+            await self._dispatcher.wait_for_room()
+
+    def _encode(self, message: Any) -> tuple[str, str, bytes]:
+        body = self._serializers.encode(message)
+        if len(body[2]) > self._config.max_message_size:
+            raise MessageTooLargeError(
+                f"{type(message).__name__} encodes to {len(body[2])} bytes, over max_message_size "
+                f"({self._config.max_message_size} bytes; raise MeshConfig.max_message_size on every node)"
+            )
+        return body
+
+    async def _send_publish(
+        self,
+        groups: dict[str, list[AgentId]],
+        body: tuple[str, str, bytes],
+        topic_id: TopicId,
+        sender: AgentId | None,
+        message_id: str,
+        hops: int,
+    ) -> None:
+        type_name, content_type, payload = body
+        size = len(payload) + 128
+        sender_wire = wire.agent_id_to_wire(sender)
+        for owner, agent_ids in groups.items():
+            record = [
+                wire.PUBLISH,
+                message_id,
+                topic_id.type,
+                topic_id.source,
+                sender_wire,
+                [[a._type, a._key] for a in agent_ids],
+                type_name,
+                content_type,
+                payload,
+                self._view,
+                hops,
+            ]
+            sent = self._link.try_send_data(owner, record, size)
+            if sent:
+                continue
+            try:
+                await self._link.send_data(owner, record, size)
+            except AgentUnreachableError as exc:
+                self._stats["undeliverable"] += len(agent_ids)
+                logger.warning("publish to %s: %s", topic_id, exc)
 
     async def _run_event(self, agent_id: AgentId, message: Any, ctx: MessageContext) -> None:
         reset = _HANDLER_VAR.set(agent_id)
@@ -536,6 +851,8 @@ class MeshNode:
         finally:
             _HANDLER_VAR.reset(reset)
 
+    # -- messaging: send --------------------------------------------------------------------------
+
     async def send_message(
         self,
         message: Any,
@@ -552,8 +869,9 @@ class MeshNode:
             UnknownAgentTypeError: no live node hosts the recipient's type (at once).
             AgentUnreachableError: the owner died or the link was lost before the reply.
             TimeoutError: ``timeout`` (or the node's ``rpc_timeout_s``) passed; the handler's
-                cancellation token is cancelled too.
-            Exception: whatever the handler raised (rebuilt by type across nodes where allowed).
+                cancellation token is cancelled too, on whichever node it runs.
+            Exception: whatever the handler raised (rebuilt by type across nodes where allowed,
+                else :class:`RemoteAgentError`).
         """
         if type(recipient) is not AgentId:
             recipient = coerce_agent_id(recipient)
@@ -563,8 +881,7 @@ class MeshNode:
             cancellation_token = CancellationToken()
         if message_id is None:
             message_id = self._new_message_id()
-        owner = self._table.owner(recipient._type, recipient._key)
-        if owner is None:
+        if self._table.owner(recipient._type, recipient._key) is None:
             raise UnknownAgentTypeError(
                 f"Agent type {recipient.type!r} is not registered on any live node (recipient {recipient})"
             )
@@ -581,21 +898,14 @@ class MeshNode:
                 if changed is not None:
                     message = changed
         self._stats["sent"] += 1
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        ctx = MessageContext(sender, None, True, cancellation_token, message_id)
-        if owner == self._node_id:
-            self._dispatcher.submit((self._run_rpc, recipient, message, ctx, future))
-        else:
-            raise AgentUnreachableError(f"no route to node {owner} for {recipient}")
-        cancellation_token.link_future(future)
         limit = timeout if timeout is not None else self._rpc_timeout_s
         if limit is None:
-            result = await future
+            result = await self._call(message, recipient, sender, cancellation_token, message_id)
         else:
             try:
-                result = await asyncio.wait_for(asyncio.shield(future), limit)
+                async with asyncio.timeout(limit):
+                    result = await self._call(message, recipient, sender, cancellation_token, message_id)
             except TimeoutError:
-                cancellation_token.cancel()
                 raise TimeoutError(f"no reply from {recipient} within {limit} s") from None
         if self._interventions:
             for handler in self._interventions:
@@ -607,6 +917,113 @@ class MeshNode:
                 if changed is not None:
                     result = changed
         return result
+
+    async def _call(
+        self, message: Any, recipient: AgentId, sender: AgentId | None, token: CancellationToken, message_id: str
+    ) -> Any:
+        body: tuple[str, str, bytes] | None = None
+        for _attempt in range(RPC_RETRIES + 1):
+            owner = self._table.owner(recipient._type, recipient._key)
+            if owner is None:
+                raise UnknownAgentTypeError(f"Agent type {recipient.type!r} is not registered on any live node")
+            if owner == self._node_id:
+                return await self._call_local(message, recipient, sender, token, message_id)
+            if body is None:
+                body = self._encode(message)
+            result = await self._call_remote(owner, body, recipient, sender, token, message_id)
+            if result is not _RETRY:
+                return result
+            self._link.stats["retried"] += 1
+            await self._view_moved(self._config.membership.probe_interval_s)
+        raise RetryableRoutingError(f"the owner of {recipient} kept moving while the call was retried")
+
+    async def _call_local(
+        self, message: Any, recipient: AgentId, sender: AgentId | None, token: CancellationToken, message_id: str
+    ) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        ctx = MessageContext(sender, None, True, token, message_id)
+        if self._moving and recipient in self._moving:
+            self._moving[recipient].append(
+                lambda: self._dispatcher.submit((self._run_rpc, recipient, message, ctx, future))
+            )
+        else:
+            self._dispatcher.submit((self._run_rpc, recipient, message, ctx, future))
+
+        def cancel() -> None:
+            future.cancel()
+
+        token.add_callback(cancel)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # Our await was cancelled (timeout, or the caller's task): the handler sees the token.
+            token.cancel()
+            raise
+        finally:
+            token.remove_callback(cancel)
+
+    async def _call_remote(
+        self,
+        owner: str,
+        body: tuple[str, str, bytes],
+        recipient: AgentId,
+        sender: AgentId | None,
+        token: CancellationToken,
+        message_id: str,
+    ) -> Any:
+        type_name, content_type, payload = body
+        req_id, future = self._link.new_call(owner, recipient)
+        record = [
+            wire.RPC,
+            req_id,
+            self._node_id,
+            message_id,
+            [recipient._type, recipient._key],
+            wire.agent_id_to_wire(sender),
+            type_name,
+            content_type,
+            payload,
+            self._view,
+            0,
+        ]
+
+        def cancel() -> None:
+            self._link.cancel_call(req_id)
+            future.cancel()
+
+        token.add_callback(cancel)
+        try:
+            if not self._link.try_send_data(owner, record, len(payload) + 128):
+                await self._link.send_data(owner, record, len(payload) + 128)
+            return await future
+        except asyncio.CancelledError:
+            self._link.cancel_call(req_id)
+            raise
+        except BaseException:
+            self._link.forget_call(req_id)
+            raise
+        finally:
+            token.remove_callback(cancel)
+
+    def _complete_call(self, future: asyncio.Future[Any], status: Any, a: Any, b: Any, c: Any) -> None:
+        """A reply arrived for one of our calls."""
+        try:
+            if status == wire.OK:
+                body = wire.body_from_wire(a, b, c)
+                future.set_result(self._serializers.decode(body.type_name, body.content_type, body.payload))
+            elif status == wire.ERROR:
+                future.set_exception(wire.error_from_wire(a, b, c, self._allowed_errors))
+            elif status == wire.RETRY:
+                future.set_result(_RETRY)
+            elif status == wire.UNKNOWN_TYPE:
+                future.set_exception(UnknownAgentTypeError(str(a)))
+            elif status == wire.NOT_RUN:
+                future.set_exception(AgentUnreachableError(str(a)))
+            else:
+                raise FrameDecodeError(f"unknown reply status {status!r}")
+        except (FrameDecodeError, ValueError) as exc:
+            if not future.done():
+                future.set_exception(exc)
 
     async def _run_rpc(self, agent_id: AgentId, message: Any, ctx: MessageContext, future: asyncio.Future[Any]) -> None:
         if future.done() or ctx.cancellation_token.is_cancelled():
@@ -624,7 +1041,10 @@ class MeshNode:
                 result = await agent.on_message(message, ctx)
         except asyncio.CancelledError:
             if not future.done():
-                future.cancel()
+                if self._running and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    future.cancel()  # the handler itself raised CancelledError, as in AutoGen
+                else:
+                    future.set_exception(NodeStoppedError("the node stopped while the handler ran"))
             raise
         except BaseException as exc:
             self._stats["handler_errors"] += 1
@@ -637,36 +1057,351 @@ class MeshNode:
         finally:
             _HANDLER_VAR.reset(reset)
 
-    # -- agents -----------------------------------------------------------------------------------
+    # -- records from peers -----------------------------------------------------------------------
 
-    def _owner_or_raise(self, agent_id: AgentId) -> str:
+    def _accept_publish(self, peer: Peer, record: list[Any]) -> None:
+        if len(record) != 11:
+            raise FrameDecodeError("PUBLISH must have 11 fields")
+        message_id = wire._str(record[1], "message id")
+        topic_id = wire.topic_from_wire(record[2], record[3])
+        sender = wire.optional_agent_id(record[4], "sender")
+        raw_recipients = record[5]
+        if not isinstance(raw_recipients, list) or len(raw_recipients) > wire.MAX_RECIPIENTS:
+            raise FrameDecodeError("recipients must be a list")
+        recipients = [wire.agent_id_from_wire(r, "recipient") for r in raw_recipients]
+        body = wire.body_from_wire(record[6], record[7], record[8])
+        hops = wire._int(record[10], "hops")
+        table = self._table
+        me = self._node_id
+        token = CancellationToken()
+        forward: dict[str, list[AgentId]] = {}
+        for agent_id in recipients:
+            owner = table.owner(agent_id._type, agent_id._key)
+            if owner == me or (owner != me and hops > 0 and self._agents.hosts(agent_id.type)):
+                # Ours; or the views disagreed twice and we host the type: deliver rather than lose.
+                ctx = MessageContext(sender, topic_id, False, token, message_id)
+                if not (self._moving and self._buffer_remote_if_moving(agent_id, body, ctx)):
+                    self._dispatcher.submit((self._run_remote_event, agent_id, body, ctx))
+            elif owner is not None and hops == 0:
+                forward.setdefault(owner, []).append(agent_id)
+            else:
+                self._stats["undeliverable"] += 1
+                logger.warning("publish from %s to %s: no live node hosts %s", peer.record.name, topic_id, agent_id)
+        if forward:
+            self._link.stats["forwarded"] += 1
+            self._spawn(
+                self._send_publish(
+                    forward, (body.type_name, body.content_type, body.payload), topic_id, sender, message_id, hops + 1
+                )
+            )
+
+    async def _decode(self, agent_id: AgentId, body: Body) -> Any:
+        if body.value is not wire._UNSET:
+            return body.value
+        try:
+            value = self._serializers.decode(body.type_name, body.content_type, body.payload)
+            if isinstance(value, UnknownPayload) and self._agents.hosts(agent_id.type):
+                # The agent's class may name the type: learn its handlers' types and try again.
+                agent = await self._agents.get(agent_id)
+                self._learn_agent_class(type(agent))
+                value = self._serializers.decode(body.type_name, body.content_type, body.payload)
+        except ValueError:
+            self._stats["bad_payloads"] += 1
+            raise
+        body.value = value
+        return value
+
+    async def _run_remote_event(self, agent_id: AgentId, body: Body, ctx: MessageContext) -> None:
+        try:
+            message = await self._decode(agent_id, body)
+        except Exception as exc:
+            logger.error("publish to %s dropped: %s", agent_id, exc)
+            return
+        await self._run_event(agent_id, message, ctx)
+
+    def _accept_rpc(self, peer: Peer, record: list[Any]) -> None:
+        if len(record) != 11:
+            raise FrameDecodeError("RPC must have 11 fields")
+        req_id = wire._int(record[1], "request id")
+        origin = wire._str(record[2], "origin", 64)
+        message_id = wire._str(record[3], "message id")
+        recipient = wire.agent_id_from_wire(record[4], "recipient")
+        sender = wire.optional_agent_id(record[5], "sender")
+        body = wire.body_from_wire(record[6], record[7], record[8])
+        hops = wire._int(record[10], "hops")
+        owner = self._table.owner(recipient._type, recipient._key)
+        if owner is None:
+            self._link.reply(
+                origin, req_id, wire.UNKNOWN_TYPE, f"agent type {recipient.type!r} is not registered on any live node"
+            )
+            return
+        if owner != self._node_id:
+            if hops == 0 and self._link.peer(owner) is not None:
+                forwarded = list(record)
+                forwarded[10] = 1
+                self._link.remember_forward(origin, req_id, owner)
+                self._link.stats["forwarded"] += 1
+                if not self._link.try_send_data(owner, forwarded, len(body.payload) + 128):
+                    self._spawn(self._forward_rpc(owner, forwarded, origin, req_id, len(body.payload) + 128))
+            else:
+                self._link.reply(origin, req_id, wire.RETRY, f"node {self._name} does not own {recipient}")
+            return
+        token = CancellationToken()
+        self._link.register_inbound(origin, req_id, token)
+        ctx = MessageContext(sender, None, True, token, message_id)
+        if self._moving and recipient in self._moving:
+            self._moving[recipient].append(
+                lambda: self._dispatcher.submit((self._run_remote_rpc, origin, req_id, recipient, body, ctx))
+            )
+        else:
+            self._dispatcher.submit((self._run_remote_rpc, origin, req_id, recipient, body, ctx))
+
+    async def _forward_rpc(self, owner: str, record: list[Any], origin: str, req_id: int, size: int) -> None:
+        try:
+            await self._link.send_data(owner, record, size)
+        except AgentUnreachableError as exc:
+            self._link.reply(origin, req_id, wire.RETRY, str(exc))
+
+    async def _run_remote_rpc(
+        self, origin: str, req_id: int, agent_id: AgentId, body: Body, ctx: MessageContext
+    ) -> None:
+        link = self._link
+        if ctx.cancellation_token.is_cancelled():
+            link.finish_inbound(origin, req_id)
+            link.reply(origin, req_id, wire.NOT_RUN, "cancelled before the handler started")
+            return
+        reset = _HANDLER_VAR.set(agent_id)
+        try:
+            message = await self._decode(agent_id, body)
+            agent = self._agents.instances.get(agent_id)
+            if agent is None:
+                agent = await self._agents.get(agent_id)
+            if agent_id in self._agents.foreign:
+                from . import autogen as _autogen
+
+                result = await _autogen.deliver(agent, message, ctx)
+            else:
+                result = await agent.on_message(message, ctx)
+            reply_body = self._encode(result)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                link.reply(origin, req_id, wire.NOT_RUN, "the owner node stopped while the handler ran")
+                raise
+            link.reply(origin, req_id, wire.ERROR, *wire.error_to_wire(exc))
+        except BaseException as exc:
+            self._stats["handler_errors"] += 1
+            link.reply(origin, req_id, wire.ERROR, *wire.error_to_wire(exc))
+        else:
+            self._stats["delivered"] += 1
+            link.reply(origin, req_id, wire.OK, *reply_body)
+        finally:
+            _HANDLER_VAR.reset(reset)
+            link.finish_inbound(origin, req_id)
+
+    def _accept_control(self, peer: Peer, record: list[Any]) -> None:
+        kind = record[0]
+        if kind == wire.AGENT_OP:
+            if len(record) != 7:
+                raise FrameDecodeError("AGENT_OP must have 7 fields")
+            req_id = wire._int(record[1], "request id")
+            origin = wire._str(record[2], "origin", 64)
+            op = wire._str(record[3], "operation", 16)
+            agent_id = wire.agent_id_from_wire([record[4], record[5]], "agent")
+            self._dispatcher.submit((self._run_agent_op, origin, req_id, op, agent_id, record[6]))
+        elif kind == wire.HANDOVER:
+            if len(record) != 5:
+                raise FrameDecodeError("HANDOVER must have 5 fields")
+            req_id = wire._int(record[1], "request id")
+            agent_id = wire.agent_id_from_wire([record[2], record[3]], "agent")
+            state = wire._bytes(record[4], "state")
+            self._dispatcher.submit((self._run_handover, peer.node_id, req_id, agent_id, state))
+        elif kind == wire.STATS:
+            if len(record) != 3:
+                raise FrameDecodeError("STATS must have 3 fields")
+            req_id = wire._int(record[1], "request id")
+            payload = msgpack.packb(self.statistics(), use_bin_type=True)
+            self._link.reply(peer.node_id, req_id, wire.OK, "dict", "application/x-msgpack", payload)
+
+    async def _run_agent_op(self, origin: str, req_id: int, op: str, agent_id: AgentId, argument: Any) -> None:
+        try:
+            result = await self._agent_op_local(op, agent_id, argument)
+            payload = msgpack.packb(result, use_bin_type=True)
+        except BaseException as exc:
+            self._link.reply(origin, req_id, wire.ERROR, *wire.error_to_wire(exc))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        self._link.reply(origin, req_id, wire.OK, type(result).__name__, "application/x-msgpack", payload)
+
+    async def _agent_op_local(self, op: str, agent_id: AgentId, argument: Any) -> Any:
+        if self._table.owner(agent_id.type, agent_id.key) != self._node_id:
+            raise NotAccessibleError(f"node {self._name} does not own {agent_id}")
+        agent = await self._agents.get(agent_id)
+        if op == "metadata":
+            return dict(agent.metadata)
+        if op == "save":
+            return dict(await agent.save_state())
+        if op == "load":
+            await agent.load_state(msgpack.unpackb(argument, raw=False))
+            return None
+        if op == "get":
+            return None
+        raise ValueError(f"unknown agent operation {op!r}")
+
+    async def _agent_op(self, op: str, agent_id: AgentId, argument: Any = None) -> Any:
+        """Run ``op`` on the agent's owner, here or remotely."""
         owner = self._table.owner(agent_id.type, agent_id.key)
         if owner is None:
             raise UnknownAgentTypeError(f"Agent type {agent_id.type!r} is not registered on any live node")
-        return owner
+        if owner == self._node_id:
+            return await self._agent_op_local(op, agent_id, argument)
+        req_id, future = self._link.new_call(owner, agent_id)
+        self._link.send_control(
+            owner, [wire.AGENT_OP, req_id, self._node_id, op, agent_id.type, agent_id.key, argument]
+        )
+        try:
+            async with asyncio.timeout(self._rpc_timeout_s):
+                return await future
+        finally:
+            self._link.forget_call(req_id)
 
-    async def _local_agent(self, agent_id: AgentId) -> Any:
-        owner = self._owner_or_raise(agent_id)
-        if owner != self._node_id:
-            raise NotAccessibleError(f"Agent {agent_id} is owned by node {owner}, not this node")
-        return await self._agents.get(agent_id)
+    # -- ownership moves --------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("background task failed", exc_info=task.exception())
+
+    def _check_ownership(self) -> None:
+        """Hand over live agents whose keys moved to another node (a join, a healed partition)."""
+        table = self._table
+        for agent_id in self._agents.movable():
+            owner = table.owner(agent_id.type, agent_id.key)
+            if owner is not None and owner != self._node_id and agent_id not in self._moving:
+                self._moving[agent_id] = []
+                self._spawn(self._hand_over(agent_id, owner))
+
+    async def _hand_over_all(self) -> None:
+        table = self._table
+        moves = []
+        for agent_id in self._agents.movable():
+            owner = table.owner(agent_id.type, agent_id.key)
+            if owner is not None and agent_id not in self._moving:
+                self._moving[agent_id] = []
+                moves.append(self._hand_over(agent_id, owner))
+        if moves:
+            await asyncio.gather(*moves, return_exceptions=True)
+
+    async def _hand_over(self, agent_id: AgentId, owner: str) -> None:
+        """save_state here, load_state on the new owner, then close this copy. Messages for the
+        agent that arrive meanwhile wait, and follow the state on the same ordered channel."""
+        try:
+            agent = self._agents.instances.get(agent_id)
+            if agent is None:
+                return
+            state = b""
+            if _overrides(agent, "save_state"):
+                try:
+                    state = msgpack.packb(dict(await agent.save_state()), use_bin_type=True)
+                except Exception:
+                    logger.exception("save_state of %s failed: it moves to its new owner without state", agent_id)
+            req_id, future = self._link.new_call(owner, agent_id)
+            self._link.send_control(owner, [wire.HANDOVER, req_id, agent_id.type, agent_id.key, state])
+            self._agents.drop(agent_id)
+            self._stats["handed_over"] += 1
+            self._release_moving(agent_id)
+            try:
+                async with asyncio.timeout(self._config.visibility_timeout_s):
+                    await future
+            except (TimeoutError, Exception) as exc:
+                logger.warning("handover of %s to %s not confirmed: %s", agent_id, owner, exc)
+            finally:
+                self._link.forget_call(req_id)
+            try:
+                await agent.close()
+            except Exception:
+                logger.exception("agent %s raised in close()", agent_id)
+        except AgentUnreachableError as exc:
+            logger.warning("handover of %s failed: %s", agent_id, exc)
+        finally:
+            self._release_moving(agent_id)
+
+    def _release_moving(self, agent_id: AgentId) -> None:
+        waiting = self._moving.pop(agent_id, None)
+        for resume in waiting or ():
+            resume()
+
+    def _buffer_if_moving(
+        self, agent_id: AgentId, message: Any, topic_id: TopicId, sender: AgentId | None, message_id: str
+    ) -> bool:
+        waiting = self._moving.get(agent_id)
+        if waiting is None:
+            return False
+        ctx = MessageContext(sender, topic_id, False, CancellationToken(), message_id)
+        waiting.append(lambda: self._redeliver(agent_id, message, ctx))
+        return True
+
+    def _buffer_remote_if_moving(self, agent_id: AgentId, body: Body, ctx: MessageContext) -> bool:
+        waiting = self._moving.get(agent_id)
+        if waiting is None:
+            return False
+        waiting.append(lambda: self._dispatcher.submit((self._run_remote_event, agent_id, body, ctx)))
+        return True
+
+    def _redeliver(self, agent_id: AgentId, message: Any, ctx: MessageContext) -> None:
+        """After a move: deliver here if still ours, else pass it on to the owner."""
+        owner = self._table.owner(agent_id.type, agent_id.key)
+        if owner == self._node_id:
+            self._dispatcher.submit((self._run_event, agent_id, message, ctx))
+        elif owner is not None and ctx.topic_id is not None:
+            self._spawn(
+                self._send_publish(
+                    {owner: [agent_id]}, self._encode(message), ctx.topic_id, ctx.sender, ctx.message_id, 1
+                )
+            )
+
+    async def _run_handover(self, origin: str, req_id: int, agent_id: AgentId, state: bytes) -> None:
+        try:
+            decoded = msgpack.unpackb(state, raw=False) if state else None
+
+            async def load(agent: Any) -> None:
+                if decoded is not None:
+                    await agent.load_state(decoded)
+
+            await self._agents.get(agent_id, prepare=load)
+        except BaseException as exc:
+            self._link.reply(origin, req_id, wire.ERROR, *wire.error_to_wire(exc))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        self._link.reply(origin, req_id, wire.OK, "NoneType", "application/x-msgpack", msgpack.packb(None))
+
+    # -- agents -----------------------------------------------------------------------------------
 
     async def agent_metadata(self, agent: AgentId) -> AgentMetadata:
         """The metadata of ``agent``, from the node that owns it."""
-        agent_obj = await self._local_agent(coerce_agent_id(agent))
-        metadata: AgentMetadata = agent_obj.metadata
-        return metadata
+        result: AgentMetadata = await self._agent_op("metadata", coerce_agent_id(agent))
+        return result
 
     async def agent_save_state(self, agent: AgentId) -> Mapping[str, Any]:
         """The state of ``agent``, from the node that owns it."""
-        agent_obj = await self._local_agent(coerce_agent_id(agent))
-        state: Mapping[str, Any] = await agent_obj.save_state()
-        return state
+        result: Mapping[str, Any] = await self._agent_op("save", coerce_agent_id(agent))
+        return result
 
     async def agent_load_state(self, agent: AgentId, state: Mapping[str, Any]) -> None:
         """Load ``state`` into ``agent`` on the node that owns it."""
-        agent_obj = await self._local_agent(coerce_agent_id(agent))
-        await agent_obj.load_state(state)
+        agent_id = coerce_agent_id(agent)
+        if self._table.owner(agent_id.type, agent_id.key) == self._node_id:
+            agent_obj = await self._agents.get(agent_id)
+            await agent_obj.load_state(state)
+            return
+        await self._agent_op("load", agent_id, msgpack.packb(dict(state), use_bin_type=True))
 
     async def try_get_underlying_agent_instance(self, id: AgentId, type: type[T] = Agent) -> T:  # type: ignore[assignment]
         """The agent object itself, if it lives on this node.
@@ -677,9 +1412,12 @@ class MeshNode:
             TypeError: the agent is not an instance of ``type``.
         """
         agent_id = coerce_agent_id(id)
-        if not self._agents.hosts(agent_id.type) and not self._table.has_type(agent_id.type):
+        owner = self._table.owner(agent_id.type, agent_id.key)
+        if owner is None:
             raise LookupError(f"Agent with name {agent_id.type} not found.")
-        agent = await self._local_agent(agent_id)
+        if owner != self._node_id:
+            raise NotAccessibleError(f"Agent {agent_id} is owned by another node ({owner}); use messages to reach it")
+        agent = await self._agents.get(agent_id)
         if not isinstance(agent, type):
             raise TypeError(
                 f"Agent with name {agent_id.type} is not of type {type.__name__}. "
@@ -706,7 +1444,7 @@ class MeshNode:
         else:
             agent_id = AgentId(str(getattr(id_or_type, "type", id_or_type)), key)
         if not lazy:
-            await self._local_agent(agent_id)
+            await self._agent_op("get", agent_id)
         return agent_id
 
     async def save_state(self) -> Mapping[str, Any]:
@@ -723,3 +1461,11 @@ class MeshNode:
             if self._agents.hosts(agent_id.type):
                 agent = await self._agents.get(agent_id)
                 await agent.load_state(agent_state)
+
+
+def _default_error_allow_list() -> dict[str, type[BaseException]]:
+    allowed: dict[str, type[BaseException]] = {}
+    for value in vars(_errors).values():
+        if isinstance(value, type) and issubclass(value, Exception):
+            allowed[f"{value.__module__}.{value.__qualname__}"] = value
+    return allowed

@@ -1,0 +1,189 @@
+"""The wire format: pure functions from records to frames and back. No sockets, no event loop.
+
+A frame is a 13-byte header -- magic ``AM``, protocol major and minor, frame class, and the
+incarnation of the node it is addressed to -- followed by a msgpack array of records. Records
+are msgpack arrays whose first item is the record kind. Bodies travel as (type name, content
+type, bytes), encoded by the node's serializer registry. Nothing is ever unpickled or evaluated:
+every field read from a peer is checked for type and size here, and anything malformed raises
+:class:`FrameDecodeError`, the one error this module raises for bad input.
+"""
+
+from __future__ import annotations
+
+import builtins
+import struct
+import traceback
+from typing import Any
+
+import msgpack
+
+from ._errors import MeshError, RemoteAgentError
+from ._ids import AgentId, TopicId, is_valid_agent_type, is_valid_topic_type
+
+PROTOCOL_MAJOR = 1
+PROTOCOL_MINOR = 0
+MAGIC = b"AM"
+HEADER = struct.Struct(">2sBBBQ")
+CLS_DATA = 0
+CLS_HANDSHAKE = 1  # membership handshakes, accepted from nodes that are not members yet
+
+# Record kinds.
+PUBLISH = 1  # [PUBLISH, message_id, topic_type, topic_source, sender, recipients, type, ctype, payload, view, hops]
+RPC = 2  # [RPC, req_id, origin, message_id, recipient, sender, type, ctype, payload, view, hops]
+REPLY = 3  # [REPLY, req_id, status, a, b, c]
+CANCEL = 4  # [CANCEL, req_id, origin]
+CREDIT = 5  # [CREDIT, messages, bytes]
+MEMBER = 6  # [MEMBER, membership message]
+HANDOVER = 7  # [HANDOVER, req_id, agent_type, key, state]
+AGENT_OP = 8  # [AGENT_OP, req_id, origin, op, agent_type, key, argument]
+STATS = 9  # [STATS, req_id, origin]
+
+DATA_KINDS = frozenset({PUBLISH, RPC})
+
+# Reply statuses.
+OK = 0  # a=type name, b=content type, c=payload
+ERROR = 1  # a=exception type's qualified name, b=args, c=remote traceback
+RETRY = 2  # a=reason: the receiver does not own the recipient in its view
+NOT_RUN = 3  # a=reason: cancelled before it started, or the node is stopping
+UNKNOWN_TYPE = 4  # a=reason: no live node hosts the type in the receiver's view
+
+MAX_TEXT = 4096
+MAX_TRACEBACK = 16 * 1024
+MAX_RECIPIENTS = 100_000
+
+
+class FrameDecodeError(MeshError, ValueError):
+    """A frame or record from a peer is malformed. Names the peer, the record and what was wrong."""
+
+
+def decode_records(body: memoryview | bytes, peer: str, max_size: int) -> list[Any]:
+    """The records of a frame body."""
+    if len(body) > max_size:
+        raise FrameDecodeError(f"frame from {peer} is {len(body)} bytes, over the limit of {max_size}")
+    try:
+        records = msgpack.unpackb(body, raw=False, use_list=True, strict_map_key=True)
+    except Exception as exc:
+        raise FrameDecodeError(f"frame from {peer} is not valid msgpack at offset ~{_offset(exc)}: {exc}") from None
+    if not isinstance(records, list):
+        raise FrameDecodeError(f"frame from {peer} does not hold a list of records")
+    return records
+
+
+def _offset(exc: Exception) -> str:
+    return str(getattr(exc, "pos", "?"))
+
+
+def _str(value: Any, what: str, limit: int = MAX_TEXT) -> str:
+    if not isinstance(value, str) or len(value) > limit:
+        raise FrameDecodeError(f"{what} must be a string of at most {limit} characters")
+    return value
+
+
+def _int(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 63:
+        raise FrameDecodeError(f"{what} must be a non-negative integer")
+    return value
+
+
+def _bytes(value: Any, what: str) -> bytes:
+    if not isinstance(value, bytes):
+        raise FrameDecodeError(f"{what} must be bytes")
+    return value
+
+
+def agent_id_to_wire(agent_id: AgentId | None) -> list[str] | None:
+    return None if agent_id is None else [agent_id.type, agent_id.key]
+
+
+def agent_id_from_wire(value: Any, what: str) -> AgentId:
+    if not (isinstance(value, list) and len(value) == 2):
+        raise FrameDecodeError(f"{what} must be [type, key]")
+    agent_type, key = value
+    if not is_valid_agent_type(agent_type):
+        raise FrameDecodeError(f"{what} has an invalid agent type")
+    return AgentId(agent_type, _str(key, f"{what} key"))
+
+
+def optional_agent_id(value: Any, what: str) -> AgentId | None:
+    return None if value is None else agent_id_from_wire(value, what)
+
+
+def topic_from_wire(topic_type: Any, source: Any) -> TopicId:
+    if not is_valid_topic_type(topic_type):
+        raise FrameDecodeError("invalid topic type")
+    return TopicId(topic_type, _str(source, "topic source"))
+
+
+class Body:
+    """A received body, decoded at most once however many local recipients share it."""
+
+    __slots__ = ("content_type", "payload", "type_name", "value")
+
+    def __init__(self, type_name: str, content_type: str, payload: bytes) -> None:
+        self.type_name = type_name
+        self.content_type = content_type
+        self.payload = payload
+        self.value: Any = _UNSET
+
+
+_UNSET: Any = object()
+
+
+def body_from_wire(type_name: Any, content_type: Any, payload: Any) -> Body:
+    return Body(_str(type_name, "type name", 1024), _str(content_type, "content type", 256), _bytes(payload, "payload"))
+
+
+# -- errors across the wire ------------------------------------------------------------------------
+
+
+def error_to_wire(exc: BaseException) -> tuple[str, list[Any], str]:
+    """(qualified type name, args made msgpack-safe, formatted traceback)."""
+    cls = type(exc)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    args = [_wire_arg(a) for a in exc.args[:16]]
+    tb = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK:]
+    return name, args, tb
+
+
+def _wire_arg(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str | bytes):
+        if isinstance(value, int) and not -(1 << 63) <= value < 1 << 64:
+            return repr(value)
+        if isinstance(value, str | bytes) and len(value) > MAX_TEXT:
+            return value[:MAX_TEXT]
+        return value
+    return repr(value)[:MAX_TEXT]
+
+
+def error_from_wire(name: Any, args: Any, tb: Any, allowed: dict[str, type[BaseException]]) -> BaseException:
+    """Rebuild a remote exception: same type when it is allowed, otherwise RemoteAgentError."""
+    name = _str(name, "exception type name", 1024)
+    tb = _str(tb, "traceback", MAX_TRACEBACK + 1024) if tb is not None else ""
+    if not isinstance(args, list):
+        args = [repr(args)]
+    args = [a if a is None or isinstance(a, bool | int | float | str | bytes) else repr(a) for a in args[:16]]
+    cls = resolve_exception_type(name, allowed)
+    message = str(args[0]) if len(args) == 1 else (str(tuple(args)) if args else "")
+    if cls is not None:
+        try:
+            exc = cls(*args)
+        except Exception:
+            exc = None
+        if exc is not None:
+            if tb:
+                exc.add_note(f"Remote traceback:\n{tb}")
+            return exc
+    return RemoteAgentError(name, message, tb)
+
+
+def resolve_exception_type(name: str, allowed: dict[str, type[BaseException]]) -> type[BaseException] | None:
+    """The allow-list: builtin Exception subclasses, mesh's own errors, and registered types."""
+    cls = allowed.get(name)
+    if cls is not None:
+        return cls
+    module, _, qualname = name.rpartition(".")
+    if module == "builtins":
+        candidate = getattr(builtins, qualname, None)
+        if isinstance(candidate, type) and issubclass(candidate, Exception):
+            return candidate
+    return None
