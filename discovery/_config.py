@@ -27,5 +27,8 @@ class MembershipConfig:
     max_local_health: int = 8
     # Anti-entropy: how often a node compares a hash of its version vector with a random peer.
     gossip_interval_s: float = 1.0
+    # How often a node knocks on the door of one member it holds dead, or of a seed that is not a
+    # member: after a partition heals, this is how the two sides find each other again.
+    reconnect_interval_s: float = 2.0
     # A dead member's record is kept (so late gossip cannot resurrect it) for this long.
     dead_retention_s: float = 60.0

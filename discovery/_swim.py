@@ -126,7 +126,10 @@ class SwimState:
         # Indirect probes we run for others: our seq -> (requester, their seq).
         self._relayed: dict[int, tuple[str, int, float]] = {}
         self._joining: set[str] = set()
-        self._dead_notified: dict[str, float] = {}
+        self._seeds: set[str] = set()
+        self._next_reconnect_at = 0.0
+        self._reconnect_until = 0.0
+        self._hash: bytes | None = None
         # Members whose acknowledgement of our current version we wait for.
         self.awaiting_ack: set[str] = set()
 
@@ -148,6 +151,8 @@ class SwimState:
         return None
 
     def view_hash(self) -> bytes:
+        if self._hash is not None:
+            return self._hash
         entries = sorted(
             (m.record.node_id, m.record.incarnation, m.record.version)
             for m in self.members.values()
@@ -156,7 +161,8 @@ class SwimState:
         entries.append((self.me.node_id, self.me.incarnation, self.me.version))
         entries.sort()
         data = "|".join(f"{n}:{i}:{v}" for n, i, v in entries).encode()
-        return hashlib.blake2b(data, digest_size=8).digest()
+        self._hash = hashlib.blake2b(data, digest_size=8).digest()
+        return self._hash
 
     def next_deadline(self) -> float:
         deadlines = [self._next_probe_at, self._next_sync_at]
@@ -165,6 +171,7 @@ class SwimState:
         deadlines.extend(m.suspect_deadline for m in self.members.values() if m.suspect_deadline is not None)
         if self._joining and not self.joined:
             deadlines.append(self._next_join_at)
+        deadlines.append(self._next_reconnect_at)
         self._planned = min(deadlines)
         return self._planned
 
@@ -184,10 +191,17 @@ class SwimState:
     # -- local actions ----------------------------------------------------------------------------
 
     def start_join(self, endpoints: Iterable[str], now: float) -> list[Output]:
-        """Ask every endpoint (seed) for the full state."""
+        """Ask every seed endpoint for the full state (seeds are also asked again later when they
+        are not members, so that a node cut off from its seeds finds its way back)."""
+        endpoints = list(endpoints)
+        self._seeds.update(e for e in endpoints if e != self.me.endpoint)
+        return self._join(endpoints, now)
+
+    def _join(self, endpoints: Iterable[str], now: float) -> list[Output]:
         self.left = False
         self._planned = None
         self._next_join_at = now + JOIN_RETRY_S
+        self._next_reconnect_at = now + self.config.reconnect_interval_s
         self._next_probe_at = now + self.config.probe_interval_s
         self._next_sync_at = now + self.config.gossip_interval_s
         out: list[Output] = []
@@ -219,6 +233,7 @@ class SwimState:
             self.me.protocol,
             metadata,
         )
+        self._hash = None
         self.awaiting_ack = {n for n, m in self.members.items() if m.status is MemberStatus.ALIVE}
         return self._broadcast([UPDATE, self.me.encode(), True])
 
@@ -239,8 +254,10 @@ class SwimState:
             self.me.protocol,
             self.me.metadata,
         )
-        endpoints = {m.record.endpoint for m in self.members.values() if not m.status.gone} | set(seeds)
+        # Everyone we ever knew, the dead included: after a partition the other side is "dead" to us.
+        endpoints = {m.record.endpoint for m in self.members.values()} | set(seeds) | self._seeds
         self.members.clear()
+        self._hash = None
         self._probe = None
         self._probe_order = []
         self._relayed.clear()
@@ -248,7 +265,7 @@ class SwimState:
         self.awaiting_ack.clear()
         self.local_health = 0
         self.joined = False
-        return self.start_join(endpoints, now)
+        return self._join(endpoints, now)
 
     # -- time -------------------------------------------------------------------------------------
 
@@ -268,6 +285,9 @@ class SwimState:
         if self._joining and not self.joined and now >= self._next_join_at:
             self._next_join_at = now + JOIN_RETRY_S
             out.extend(SendEndpoint(e, [JOIN, self.me.encode()]) for e in sorted(self._joining))
+        if now >= self._next_reconnect_at:
+            self._next_reconnect_at = now + cfg.reconnect_interval_s
+            out.extend(self._reconnect(now))
         out.extend(self._check_probe(now))
         out.extend(self._check_suspects(now))
         if now >= self._next_probe_at:
@@ -282,7 +302,21 @@ class SwimState:
         for node_id, member in list(self.members.items()):
             if member.status.gone and now - member.since > cfg.dead_retention_s:
                 del self.members[node_id]
+                self._hash = None
         return out
+
+    def _reconnect(self, now: float) -> list[Output]:
+        """Knock on one door that should be open: a member held dead (after a partition heals it
+        answers, and one side learns it must rejoin) or a seed that is not a live member."""
+        live = {m.record.endpoint for m in self.members.values() if not m.status.gone}
+        doors = sorted(
+            {m.record.endpoint for m in self.members.values() if m.status is MemberStatus.DEAD} - live
+            | (self._seeds - live - {self.me.endpoint})
+        )
+        if not doors:
+            return []
+        self._reconnect_until = now + 2 * self.config.reconnect_interval_s
+        return [SendEndpoint(self.rng.choice(doors), [JOIN, self.me.encode()])]
 
     def _postpone(self, delay: float) -> None:
         if self._probe is not None:
@@ -295,14 +329,21 @@ class SwimState:
     def _start_probe(self, now: float) -> list[Output]:
         if self._probe is not None:
             return []
-        candidates = {n for n, m in self.members.items() if not m.status.gone}
-        self._probe_order = [n for n in self._probe_order if n in candidates]
-        if not self._probe_order:
-            self._probe_order = sorted(candidates)
+        target = None
+        for _ in range(2):
+            while self._probe_order:
+                candidate = self._probe_order.pop()
+                member = self.members.get(candidate)
+                if member is not None and not member.status.gone:
+                    target = candidate
+                    break
+            if target is not None:
+                break
+            # A new round over everyone alive, in a fresh random order.
+            self._probe_order = sorted(n for n, m in self.members.items() if not m.status.gone)
             self.rng.shuffle(self._probe_order)
-        if not self._probe_order:
+        if target is None:
             return []
-        target = self._probe_order.pop()
         seq = self._next_seq()
         scale = self._scale()
         self._probe = _Probe(
@@ -369,6 +410,7 @@ class SwimState:
         return out
 
     def _declare(self, member: Member, status: MemberStatus, now: float, originate: bool = False) -> list[Output]:
+        self._hash = None
         member.status = status
         member.since = now
         member.suspect_deadline = None
@@ -417,6 +459,11 @@ class SwimState:
             ]
         if record.protocol[0] != self.me.protocol[0]:
             return [Event("refused", record, f"protocol {record.protocol[0]}.{record.protocol[1]}")]
+        known = self.members.get(record.node_id)
+        if known is not None and known.status.gone and known.record.incarnation == record.incarnation:
+            # It was declared dead (or left) under this incarnation: it must come back as a new one.
+            rec = known.record
+            return [SendEndpoint(record.endpoint, [DEAD, rec.node_id, rec.incarnation, rec.version])]
         out = self._merge(record, MemberStatus.ALIVE, now, push=True)
         state = [
             [m.record.encode(), int(m.status)] for m in self.members.values() if m.record.node_id != record.node_id
@@ -431,7 +478,7 @@ class SwimState:
         if not isinstance(entries, list):
             raise RecordDecodeError("STATE entries must be a list")
         full = bool(message[2])
-        if sender is None and not (full and self._joining):
+        if sender is None and not (full and (self._joining or now < self._reconnect_until)):
             return []  # unsolicited state from a stranger
         out: list[Output] = []
         for entry in entries:
@@ -500,6 +547,7 @@ class SwimState:
             return []
         # Someone suspects us: outbid the suspicion with a newer version, and doubt ourselves.
         self.local_health = min(self.config.max_local_health, self.local_health + 1)
+        self._hash = None
         self.me = MemberRecord(
             self.me.node_id,
             self.me.incarnation,
@@ -617,12 +665,17 @@ class SwimState:
 
     def _on_refuse(self, sender: str | None, message: list[Any], now: float) -> list[Output]:
         _expect_len(message, 2)
-        return [Event("refused", None, str(message[1])[:200])]
+        reason = message[1]
+        if not isinstance(reason, str):
+            # str() of a peer's value could recurse through ~1000 nested lists (RecursionError).
+            raise RecordDecodeError("REFUSE must give its reason as text")
+        return [Event("refused", None, reason[:200])]
 
     # -- merging ----------------------------------------------------------------------------------
 
     def _merge(self, record: MemberRecord, status: MemberStatus, now: float, *, push: bool) -> list[Output]:
         """Take what a peer says about ``record`` if it is newer than what we know."""
+        self._hash = None
         if record.node_id == self.me.node_id:
             if record.incarnation == self.me.incarnation and status in (MemberStatus.SUSPECT, MemberStatus.DEAD):
                 if status is MemberStatus.SUSPECT:
@@ -643,6 +696,9 @@ class SwimState:
             if status is MemberStatus.SUSPECT:
                 out.extend(self._suspect(member, "gossip", now))
         elif record.stamp > member.record.stamp:
+            if member.status.gone and record.incarnation == member.record.incarnation and not status.gone:
+                # Dead (or left) is final for an incarnation: only a new incarnation comes back.
+                return out
             old = member.record
             was_gone = member.status.gone
             member.record = record

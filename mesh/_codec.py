@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import struct
+import sys
 import traceback
 from typing import Any
 
@@ -27,8 +28,9 @@ HEADER = struct.Struct(">2sBBBQ")
 CLS_DATA = 0
 CLS_HANDSHAKE = 1  # membership handshakes, accepted from nodes that are not members yet
 
-# Record kinds.
-PUBLISH = 1  # [PUBLISH, message_id, topic_type, topic_source, sender, recipients, type, ctype, payload, view, hops]
+# Record kinds. Receivers ignore trailing fields they do not know (newer minor versions may add some).
+PUBLISH = 1  # [PUBLISH, message_id, topic_type, topic_source, sender, recipients, type, ctype, payload, view, hops,
+#              cancellable]
 RPC = 2  # [RPC, req_id, origin, message_id, recipient, sender, type, ctype, payload, view, hops]
 REPLY = 3  # [REPLY, req_id, status, a, b, c]
 CANCEL = 4  # [CANCEL, req_id, origin]
@@ -37,6 +39,7 @@ MEMBER = 6  # [MEMBER, membership message]
 HANDOVER = 7  # [HANDOVER, req_id, agent_type, key, state]
 AGENT_OP = 8  # [AGENT_OP, req_id, origin, op, agent_type, key, argument]
 STATS = 9  # [STATS, req_id, origin]
+CANCEL_PUBLISH = 10  # [CANCEL_PUBLISH, message_id, origin]: the publisher cancelled its token
 
 DATA_KINDS = frozenset({PUBLISH, RPC})
 
@@ -182,6 +185,11 @@ def resolve_exception_type(name: str, allowed: dict[str, type[BaseException]]) -
     if cls is not None:
         return cls
     module, _, qualname = name.rpartition(".")
+    if module == "autogen_core.exceptions":
+        # autogen_core's own four, for unmodified autogen_core agents (only if it is imported).
+        candidate = getattr(sys.modules.get(module), qualname, None)
+        if isinstance(candidate, type) and issubclass(candidate, Exception):
+            return candidate
     if module == "builtins":
         candidate = getattr(builtins, qualname, None)
         if isinstance(candidate, type) and issubclass(candidate, Exception):

@@ -11,6 +11,7 @@ so control records always find the channel open.
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import logging
 import time
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mesh")
 
+BIND_RETRY_S = 2.0  # how long a restarting node waits for its old port to be released
 MAX_FORWARDED = 10_000  # remembered forwarded calls (to pass on their cancels)
 
 
@@ -84,6 +86,8 @@ class MeshLink:
         self._req_ids = itertools.count(1)
         self._inbound: dict[tuple[str, int], CancellationToken] = {}
         self._forwarded: OrderedDict[tuple[str, int], str] = OrderedDict()
+        # Tokens of publishes from peers whose publisher may still cancel them (bounded, oldest out).
+        self._publish_tokens: OrderedDict[tuple[str, str], CancellationToken] = OrderedDict()
         self._credit_flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dead_notified: dict[str, float] = {}
@@ -111,11 +115,25 @@ class MeshLink:
     def transport(self) -> Transport | None:
         return self._transport
 
-    def bind(self, host: str, port: int, transport_factory: Callable[..., Transport] = Transport) -> int:
+    async def bind(self, host: str, port: int) -> int:
+        """Bind the node's socket. A node restarted on its old port may find it busy for a moment
+        (libzmq releases a closed listener in its I/O thread): that is retried, briefly."""
+        deadline = time.monotonic() + BIND_RETRY_S
+        delay = 0.005
+        while True:
+            try:
+                return self._bind(host, port)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or port == 0 or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def _bind(self, host: str, port: int) -> int:
         node = self._node
         self._loop = asyncio.get_running_loop()
         self._peers_changed = asyncio.Event()
-        self._transport = transport_factory(
+        self._transport = Transport(
             node_id=node.node_id,
             incarnation=node.incarnation,
             config=self._config,
@@ -123,7 +141,12 @@ class MeshLink:
             on_bad_frame=self._on_bad_frame,
             **node._transport_options(),
         )
-        return self._transport.bind(host, port)
+        try:
+            return self._transport.bind(host, port)
+        except BaseException:
+            self._transport.close()
+            self._transport = None
+            raise
 
     async def join(self, me: MemberRecord, seeds: tuple[str, ...]) -> bool:
         self.seeds = seeds
@@ -393,6 +416,13 @@ class MeshLink:
         if not self.send_control(origin, [wire.REPLY, req_id, status, a, b, c]):
             logger.debug("reply %d to %s dropped: the caller is not a live member", req_id, origin)
 
+    def publish_token(self, origin: str, message_id: str) -> CancellationToken:
+        token = CancellationToken()
+        self._publish_tokens[(origin, message_id)] = token
+        if len(self._publish_tokens) > MAX_FORWARDED:
+            self._publish_tokens.popitem(last=False)
+        return token
+
     def remember_forward(self, origin: str, req_id: int, owner: str) -> None:
         self._forwarded[(origin, req_id)] = owner
         if len(self._forwarded) > MAX_FORWARDED:
@@ -506,6 +536,12 @@ class MeshLink:
             self._membership.receive(peer.node_id, record[1])
         elif kind == wire.CANCEL:
             self._on_cancel(peer, record)
+        elif kind == wire.CANCEL_PUBLISH:
+            if len(record) < 3:
+                raise FrameDecodeError("CANCEL_PUBLISH must have 3 fields")
+            token = self._publish_tokens.pop((peer.node_id, wire._str(record[1], "message id")), None)
+            if token is not None:
+                token.cancel()
         elif kind in (wire.AGENT_OP, wire.HANDOVER, wire.STATS):
             self._node._accept_control(peer, record)
         else:

@@ -84,7 +84,18 @@ def _warn_if_none(value: Any, handler_name: str) -> None:
 
 
 def _is_drop(value: Any) -> bool:
-    return value is DropMessage or isinstance(value, DropMessage)
+    if value is DropMessage or isinstance(value, DropMessage):
+        return True
+    # autogen_core's own DropMessage, when autogen_core agents run here.
+    cls = value if isinstance(value, type) else type(value)
+    return cls.__name__ == "DropMessage" and cls.__module__.startswith("autogen_core")
+
+
+def _forget_callback(token: Any, callback: Callable[[], None]) -> None:
+    # autogen_core's CancellationToken has no remove_callback: its callbacks stay (harmless).
+    remove = getattr(token, "remove_callback", None)
+    if remove is not None:
+        remove(callback)
 
 
 def coerce_agent_id(value: Any) -> AgentId:
@@ -379,7 +390,7 @@ class MeshNode:
         self._incarnation = max(self._incarnation + 1, time.time_ns() // 1_000_000)
         self._leaving = False
         self._view_event = asyncio.Event()
-        port = self._link.bind(self._host, self._port)
+        port = await self._link.bind(self._host, self._port)
         self._port = port  # a restarted node keeps its address
         self._address = _endpoint(_advertised_host(self._host, self._advertise), port)
         self._warn_if_exposed()
@@ -530,11 +541,11 @@ class MeshNode:
 
     def _declared_dead(self) -> None:
         """The mesh declared this node dead while it was alive (a long stall, a cut link)."""
-        asyncio.get_running_loop().call_soon(self._rejoin)
+        asyncio.get_running_loop().call_soon(self._rejoin, self._incarnation)
 
-    def _rejoin(self) -> None:
-        if not self._running or self._leaving:
-            return
+    def _rejoin(self, declared: int) -> None:
+        if not self._running or self._leaving or declared != self._incarnation:
+            return  # stopped meanwhile, or already rejoined after an earlier notice
         self._incarnation = max(self._incarnation + 1, time.time_ns() // 1_000_000)
         self._stats["rejoined"] += 1
         logger.warning(
@@ -728,6 +739,7 @@ class MeshNode:
             topic_id = coerce_topic_id(topic_id)
         if sender is not None and type(sender) is not AgentId:
             sender = coerce_agent_id(sender)
+        cancellable = cancellation_token is not None
         if cancellation_token is None:
             cancellation_token = CancellationToken()
         if message_id is None:
@@ -780,7 +792,9 @@ class MeshNode:
             submit((run, agent_id, message, MessageContext(sender, topic_id, False, cancellation_token, message_id)))
         if remote:
             assert body is not None
-            await self._send_publish(remote, body, topic_id, sender, message_id, 0)
+            if cancellable:
+                self._carry_cancel(cancellation_token, message_id, list(remote))
+            await self._send_publish(remote, body, topic_id, sender, message_id, 0, cancellable)
         elif _HANDLER_VAR.get(None) is None and self._dispatcher.running:
             await self._dispatcher.wait_for_room()
 
@@ -793,6 +807,15 @@ class MeshNode:
             )
         return body
 
+    def _carry_cancel(self, token: CancellationToken, message_id: str, owners: list[str]) -> None:
+        """Cancelling the publisher's token cancels the token its remote recipients see."""
+
+        def cancel() -> None:
+            for owner in owners:
+                self._link.send_control(owner, [wire.CANCEL_PUBLISH, message_id, self._node_id])
+
+        token.add_callback(cancel)
+
     async def _send_publish(
         self,
         groups: dict[str, list[AgentId]],
@@ -801,6 +824,7 @@ class MeshNode:
         sender: AgentId | None,
         message_id: str,
         hops: int,
+        cancellable: bool = False,
     ) -> None:
         type_name, content_type, payload = body
         size = len(payload) + 128
@@ -818,6 +842,7 @@ class MeshNode:
                 payload,
                 self._view,
                 hops,
+                cancellable,
             ]
             sent = self._link.try_send_data(owner, record, size)
             if sent:
@@ -885,6 +910,8 @@ class MeshNode:
             raise UnknownAgentTypeError(
                 f"Agent type {recipient.type!r} is not registered on any live node (recipient {recipient})"
             )
+        if cancellation_token.is_cancelled():
+            raise asyncio.CancelledError("the cancellation token was cancelled before the message was sent")
         if not self._running:
             raise NodeStoppedError("the node is not running: call `await node.start()` first")
         if self._interventions:
@@ -960,7 +987,7 @@ class MeshNode:
             token.cancel()
             raise
         finally:
-            token.remove_callback(cancel)
+            _forget_callback(token, cancel)
 
     async def _call_remote(
         self,
@@ -1003,7 +1030,7 @@ class MeshNode:
             self._link.forget_call(req_id)
             raise
         finally:
-            token.remove_callback(cancel)
+            _forget_callback(token, cancel)
 
     def _complete_call(self, future: asyncio.Future[Any], status: Any, a: Any, b: Any, c: Any) -> None:
         """A reply arrived for one of our calls."""
@@ -1060,8 +1087,8 @@ class MeshNode:
     # -- records from peers -----------------------------------------------------------------------
 
     def _accept_publish(self, peer: Peer, record: list[Any]) -> None:
-        if len(record) != 11:
-            raise FrameDecodeError("PUBLISH must have 11 fields")
+        if len(record) < 11:
+            raise FrameDecodeError("PUBLISH must have at least 11 fields")
         message_id = wire._str(record[1], "message id")
         topic_id = wire.topic_from_wire(record[2], record[3])
         sender = wire.optional_agent_id(record[4], "sender")
@@ -1073,7 +1100,8 @@ class MeshNode:
         hops = wire._int(record[10], "hops")
         table = self._table
         me = self._node_id
-        token = CancellationToken()
+        cancellable = len(record) > 11 and record[11] is True
+        token = self._link.publish_token(peer.node_id, message_id) if cancellable else CancellationToken()
         forward: dict[str, list[AgentId]] = {}
         for agent_id in recipients:
             owner = table.owner(agent_id._type, agent_id._key)
@@ -1120,8 +1148,8 @@ class MeshNode:
         await self._run_event(agent_id, message, ctx)
 
     def _accept_rpc(self, peer: Peer, record: list[Any]) -> None:
-        if len(record) != 11:
-            raise FrameDecodeError("RPC must have 11 fields")
+        if len(record) < 11:
+            raise FrameDecodeError("RPC must have at least 11 fields")
         req_id = wire._int(record[1], "request id")
         origin = wire._str(record[2], "origin", 64)
         message_id = wire._str(record[3], "message id")

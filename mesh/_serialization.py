@@ -273,11 +273,18 @@ def try_get_known_serializers_for_type(cls: type[Any]) -> list[MessageSerializer
     return serializers
 
 
+# Every (type name, content type) a registry of this process learned, as a fallback for the others:
+# a node that hosts no agent of a reply's type still decodes the reply when another node of the
+# same process knows the class. First come, first kept.
+_PROCESS_SERIALIZERS: dict[tuple[str, str], MessageSerializer[Any]] = {}
+
+
 class SerializerRegistry:
     """One node's serializers: derives one per class to encode, resolves type names on receipt.
 
     A type name may stand for one class only: when a second class with the same name must be
-    encoded, :class:`SerializationError` names both.
+    encoded, :class:`SerializationError` names both. Names this node does not know are looked up
+    among the serializers other nodes of this process learned, then become :class:`UnknownPayload`.
     """
 
     def __init__(self) -> None:
@@ -290,7 +297,9 @@ class SerializerRegistry:
             for s in serializer:
                 self.add_serializer(s)
             return
-        self._by_name[(serializer.type_name, serializer.data_content_type)] = serializer
+        key = (serializer.type_name, serializer.data_content_type)
+        self._by_name[key] = serializer
+        _PROCESS_SERIALIZERS.setdefault(key, serializer)
         cls = getattr(serializer, "cls", None)
         if isinstance(cls, type):
             self._class_by_name.setdefault(serializer.type_name, cls)
@@ -326,7 +335,9 @@ class SerializerRegistry:
             )
         self._class_by_name[serializer.type_name] = cls
         self._by_class[cls] = serializer
-        self._by_name.setdefault((serializer.type_name, serializer.data_content_type), serializer)
+        key = (serializer.type_name, serializer.data_content_type)
+        self._by_name.setdefault(key, serializer)
+        _PROCESS_SERIALIZERS.setdefault(key, serializer)
         return serializer
 
     def encode(self, message: Any) -> tuple[str, str, bytes]:
@@ -346,7 +357,7 @@ class SerializerRegistry:
         Raises:
             PayloadDecodeError: the type is known but the bytes do not decode as it.
         """
-        serializer = self._by_name.get((type_name, content_type))
+        serializer = self._by_name.get((type_name, content_type)) or _PROCESS_SERIALIZERS.get((type_name, content_type))
         if serializer is None:
             native = NATIVE_TYPES.get(type_name) if content_type == MSGPACK_DATA_CONTENT_TYPE else None
             if native is None:

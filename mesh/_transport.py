@@ -159,7 +159,7 @@ class Transport:
                 router.bind(f"tcp://{bind_host}:{port}")
         except zmq.ZMQError as exc:
             router.close(0)
-            raise OSError(f"cannot bind tcp://{bind_host}:{port}: {exc}") from exc
+            raise OSError(exc.errno, f"cannot bind tcp://{bind_host}:{port}: {exc}") from exc
         self._router = router
         self._loop.add_reader(router.fileno(), self._on_readable)
         # The FD is edge-triggered: drain anything that arrived before we started watching.
@@ -380,7 +380,12 @@ class Transport:
         if cls == CLS_DATA and target != self._incarnation:
             self._on_bad_frame("addressed to another incarnation", rid)
             return
-        self._on_frame(parsed[0], parsed[1], cls, memoryview(frame)[HEADER.size :])
+        try:
+            self._on_frame(parsed[0], parsed[1], cls, memoryview(frame)[HEADER.size :])
+        except Exception:
+            # Nothing a peer sends may stop this node from reading: count it and go on.
+            logger.exception("unexpected error handling a frame from %s", parsed[0])
+            self._on_bad_frame("frame could not be handled", rid)
 
 
 def _events(sock: zmq.Socket[Any]) -> int:
