@@ -71,6 +71,7 @@ class PeerInfo:
     status: str
     agent_types: Mapping[str, str]
     subscriptions: tuple[SubInfo, ...]
+    capabilities: frozenset[str] = frozenset()
 
 
 def _warn_if_none(value: Any, handler_name: str) -> None:
@@ -261,6 +262,8 @@ class MeshNode:
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._moving: dict[AgentId, list[Callable[[], None]]] = {}
+        self._capabilities: set[str] = set()
+        self._view_listeners: list[Callable[[], None]] = []
         self._stats: dict[str, int] = {
             "published": 0,
             "sent": 0,
@@ -322,6 +325,7 @@ class MeshNode:
                 status=p.status.name.lower(),
                 agent_types={t: info.kind for t, info in p.info.types.items()},
                 subscriptions=p.info.subscriptions,
+                capabilities=p.info.capabilities,
             )
             for p in self._link.peers()
         ]
@@ -355,6 +359,28 @@ class MeshNode:
         stats["peers"] = len(self._link.peers())
         stats["unacknowledged"] = self._link.unacknowledged()
         return stats
+
+    @property
+    def routing_table(self) -> RoutingTable:
+        """This node's current view of who hosts what (rebuilt, never mutated, on every change)."""
+        return self._table
+
+    async def add_capability(self, name: str) -> None:
+        """Advertise a capability (e.g. ``"bridge"``) in this node's gossiped metadata."""
+        self._capabilities.add(name)
+        await self._registrations_changed()
+
+    async def remove_capability(self, name: str) -> None:
+        self._capabilities.discard(name)
+        await self._registrations_changed()
+
+    def add_view_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every change of the routing view (membership or registrations)."""
+        self._view_listeners.append(listener)
+
+    def remove_view_listener(self, listener: Callable[[], None]) -> None:
+        if listener in self._view_listeners:
+            self._view_listeners.remove(listener)
 
     def register_exception_type(self, cls: type[BaseException]) -> None:
         """Let errors of type ``cls`` raised by remote handlers be rebuilt as ``cls`` here
@@ -680,7 +706,7 @@ class MeshNode:
             keys = frozenset(a.key for a in self._agents.registered if a.type == name)
             types[name] = TypeInfo("instance", self._agents.fingerprint(name), keys)
         subs = tuple(info for info in map(_sub_info, self._subscriptions) if info is not None)
-        return NodeInfo(types=types, subscriptions=subs)
+        return NodeInfo(types=types, subscriptions=subs, capabilities=frozenset(self._capabilities))
 
     async def _registrations_changed(self) -> None:
         self._info = self._local_info()
@@ -703,6 +729,11 @@ class MeshNode:
             self._view_event = asyncio.Event()
         if self._running and not self._leaving:
             self._check_ownership()
+        for listener in list(self._view_listeners):
+            try:
+                listener()
+            except Exception:
+                logger.exception("view listener failed")
 
     async def _view_moved(self, timeout: float) -> None:
         event = self._view_event
