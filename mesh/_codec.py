@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-from ._errors import MeshError, RemoteAgentError
+from ._errors import MeshError, RemoteAgentError, compat
 from ._ids import AgentId, TopicId, is_valid_agent_type, is_valid_topic_type
 
 PROTOCOL_MAJOR = 1
@@ -168,6 +168,8 @@ def error_from_wire(name: Any, args: Any, tb: Any, allowed: dict[str, type[BaseE
     cls = resolve_exception_type(name, allowed)
     message = str(args[0]) if len(args) == 1 else (str(tuple(args)) if args else "")
     if cls is not None:
+        if cls.__module__ == "mesh._errors":
+            cls = compat(cls)
         try:
             exc = cls(*args)
         except Exception:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 class CantHandleException(Exception):
     """Raised when a handler can't handle the exception."""
@@ -66,6 +68,16 @@ class SendTimeoutError(MeshError, TimeoutError):
 
 class NodeStoppedError(MeshError, RuntimeError):
     """The node is stopped, or stopped while the call was in flight."""
+
+
+def compat(cls: type[BaseException]) -> type[BaseException]:
+    """``cls``, or when autogen_core is in use a subclass that is also autogen_core's counterpart,
+    so that code written for autogen_core catches the errors this runtime raises."""
+    if "autogen_core" not in sys.modules:
+        return cls
+    from . import autogen
+
+    return autogen.compatible_error(cls)
 
 
 class RetryableRoutingError(MeshError):

@@ -26,7 +26,7 @@ from . import _codec as wire
 from ._cancellation import CancellationToken
 from ._codec import FrameDecodeError
 from ._config import MeshConfig
-from ._errors import AgentUnreachableError, SendTimeoutError
+from ._errors import AgentUnreachableError, SendTimeoutError, compat
 from ._ids import AgentId
 from ._routing import NodeInfo
 from ._transport import Transport
@@ -267,7 +267,7 @@ class MeshLink:
         lost = peer.sent - peer.credited
         if lost > 0:
             self.stats["lost_in_flight"] += lost
-        error = AgentUnreachableError(reason)
+        error = compat(AgentUnreachableError)(reason)
         for waiter, _ in peer.waiters:
             if not waiter.done():
                 waiter.set_exception(error)
@@ -284,7 +284,7 @@ class MeshLink:
                 del self._calls[req_id]
                 if not call.future.done():
                     target = f" ({call.recipient})" if call.recipient is not None else ""
-                    call.future.set_exception(AgentUnreachableError(f"{reason}{target}"))
+                    call.future.set_exception(compat(AgentUnreachableError)(f"{reason}{target}"))
 
     # -- sending data -----------------------------------------------------------------------------
 
@@ -319,7 +319,7 @@ class MeshLink:
             return
         peer = self._peers.get(node_id)
         if peer is None or sent is None:
-            raise AgentUnreachableError(f"node {node_id} is not a live member of the mesh")
+            raise compat(AgentUnreachableError)(f"node {node_id} is not a live member of the mesh")
         assert self._loop is not None
         waiter = self._loop.create_future()
         peer.waiters.append((waiter, size))
@@ -343,7 +343,7 @@ class MeshLink:
             self._forget_waiter(peer, waiter, size)
             raise
         if self._peers.get(node_id) is not peer or self._transport is None:
-            raise AgentUnreachableError(f"node {node_id} left while this message waited for credit")
+            raise compat(AgentUnreachableError)(f"node {node_id} left while this message waited for credit")
         self._transport.send(peer.record.endpoint, peer.record.incarnation, record, size)
 
     def _forget_waiter(self, peer: Peer, waiter: asyncio.Future[None], size: int) -> None:
@@ -390,7 +390,7 @@ class MeshLink:
     def new_call(self, node_id: str, recipient: AgentId | None) -> tuple[int, asyncio.Future[Any]]:
         peer = self._peers.get(node_id)
         if peer is None:
-            raise AgentUnreachableError(f"node {node_id} is not a live member of the mesh")
+            raise compat(AgentUnreachableError)(f"node {node_id} is not a live member of the mesh")
         assert self._loop is not None
         req_id = next(self._req_ids)
         future = self._loop.create_future()

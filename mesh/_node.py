@@ -40,6 +40,7 @@ from ._errors import (
     NotAccessibleError,
     RetryableRoutingError,
     UnknownAgentTypeError,
+    compat,
 )
 from ._ids import AgentId, AgentType, TopicId, is_valid_agent_type
 from ._intervention import DropMessage, InterventionHandler
@@ -90,6 +91,14 @@ def _is_drop(value: Any) -> bool:
     # autogen_core's own DropMessage, when autogen_core agents run here.
     cls = value if isinstance(value, type) else type(value)
     return cls.__name__ == "DropMessage" and cls.__module__.startswith("autogen_core")
+
+
+def _adapt_intervention(handler: Any) -> Any:
+    if any(c.__module__.startswith("autogen_core") for c in type(handler).__mro__):
+        from . import autogen as _autogen
+
+        return _autogen.InterventionAdapter(handler)
+    return handler
 
 
 def _forget_callback(token: Any, callback: Callable[[], None]) -> None:
@@ -235,7 +244,7 @@ class MeshNode:
         self._seeds = tuple(seeds)
         self._discovery_mode = discovery
         self._mdns_interfaces = tuple(mdns_interfaces) if mdns_interfaces is not None else None
-        self._interventions = list(intervention_handlers or ())
+        self._interventions = [_adapt_intervention(h) for h in intervention_handlers or ()]
         self._ignore_unhandled = ignore_unhandled_exceptions
         self._rpc_timeout_s = rpc_timeout_s if rpc_timeout_s is not None else self._config.rpc_timeout_s
         self._incarnation = 0
@@ -629,6 +638,7 @@ class MeshNode:
 
     async def register_agent_instance(self, agent_instance: Agent, agent_id: AgentId) -> AgentId:
         """Register one agent object under ``agent_id``; messages to it are routed to this node."""
+        given = agent_id
         agent_id = coerce_agent_id(agent_id)
         self._agents.check_instance(agent_instance, agent_id)
         cls = type(agent_instance)
@@ -642,7 +652,7 @@ class MeshNode:
         self._agents.add_instance(agent_instance, agent_id)
         self._learn_agent_class(cls)
         await self._registrations_changed()
-        return agent_id
+        return given  # in the caller's flavour (an autogen_core AgentId stays one)
 
     def _learn_agent_class(self, cls: type[Any]) -> None:
         handles = getattr(cls, "_handles_types", None)
@@ -938,7 +948,7 @@ class MeshNode:
         if message_id is None:
             message_id = self._new_message_id()
         if self._table.owner(recipient._type, recipient._key) is None:
-            raise UnknownAgentTypeError(
+            raise compat(UnknownAgentTypeError)(
                 f"Agent type {recipient.type!r} is not registered on any live node (recipient {recipient})"
             )
         if cancellation_token.is_cancelled():
@@ -952,7 +962,7 @@ class MeshNode:
                 _warn_if_none(changed, "on_send")
                 if _is_drop(changed):
                     self._stats["dropped_by_intervention"] += 1
-                    raise MessageDroppedException()
+                    raise compat(MessageDroppedException)()
                 if changed is not None:
                     message = changed
         self._stats["sent"] += 1
@@ -971,7 +981,7 @@ class MeshNode:
                 _warn_if_none(changed, "on_response")
                 if _is_drop(changed):
                     self._stats["dropped_by_intervention"] += 1
-                    raise MessageDroppedException()
+                    raise compat(MessageDroppedException)()
                 if changed is not None:
                     result = changed
         return result
@@ -983,7 +993,7 @@ class MeshNode:
         for _attempt in range(RPC_RETRIES + 1):
             owner = self._table.owner(recipient._type, recipient._key)
             if owner is None:
-                raise UnknownAgentTypeError(f"Agent type {recipient.type!r} is not registered on any live node")
+                raise compat(UnknownAgentTypeError)(f"Agent type {recipient.type!r} is not registered on any live node")
             if owner == self._node_id:
                 return await self._call_local(message, recipient, sender, token, message_id)
             if body is None:
@@ -1074,9 +1084,9 @@ class MeshNode:
             elif status == wire.RETRY:
                 future.set_result(_RETRY)
             elif status == wire.UNKNOWN_TYPE:
-                future.set_exception(UnknownAgentTypeError(str(a)))
+                future.set_exception(compat(UnknownAgentTypeError)(str(a)))
             elif status == wire.NOT_RUN:
-                future.set_exception(AgentUnreachableError(str(a)))
+                future.set_exception(compat(AgentUnreachableError)(str(a)))
             else:
                 raise FrameDecodeError(f"unknown reply status {status!r}")
         except (FrameDecodeError, ValueError) as exc:
@@ -1295,7 +1305,7 @@ class MeshNode:
 
     async def _agent_op_local(self, op: str, agent_id: AgentId, argument: Any) -> Any:
         if self._table.owner(agent_id.type, agent_id.key) != self._node_id:
-            raise NotAccessibleError(f"node {self._name} does not own {agent_id}")
+            raise compat(NotAccessibleError)(f"node {self._name} does not own {agent_id}")
         agent = await self._agents.get(agent_id)
         if op == "metadata":
             return dict(agent.metadata)
@@ -1312,7 +1322,7 @@ class MeshNode:
         """Run ``op`` on the agent's owner, here or remotely."""
         owner = self._table.owner(agent_id.type, agent_id.key)
         if owner is None:
-            raise UnknownAgentTypeError(f"Agent type {agent_id.type!r} is not registered on any live node")
+            raise compat(UnknownAgentTypeError)(f"Agent type {agent_id.type!r} is not registered on any live node")
         if owner == self._node_id:
             return await self._agent_op_local(op, agent_id, argument)
         req_id, future = self._link.new_call(owner, agent_id)
@@ -1475,7 +1485,9 @@ class MeshNode:
         if owner is None:
             raise LookupError(f"Agent with name {agent_id.type} not found.")
         if owner != self._node_id:
-            raise NotAccessibleError(f"Agent {agent_id} is owned by another node ({owner}); use messages to reach it")
+            raise compat(NotAccessibleError)(
+                f"Agent {agent_id} is owned by another node ({owner}); use messages to reach it"
+            )
         agent = await self._agents.get(agent_id)
         if not isinstance(agent, type):
             raise TypeError(
@@ -1504,6 +1516,10 @@ class MeshNode:
             agent_id = AgentId(str(getattr(id_or_type, "type", id_or_type)), key)
         if not lazy:
             await self._agent_op("get", agent_id)
+        if type(id_or_type).__module__.startswith("autogen_core"):
+            from . import autogen as _autogen
+
+            return _autogen.to_autogen_id(agent_id)  # type: ignore[return-value]
         return agent_id
 
     async def save_state(self) -> Mapping[str, Any]:

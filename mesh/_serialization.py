@@ -45,7 +45,8 @@ class MessageSerializer(Protocol[T]):
 
 @dataclass
 class UnknownPayload:
-    """A received body whose type this node cannot decode."""
+    """A received body whose type this node cannot decode. Sending or publishing one sends the
+    original body on unchanged (a relay that lacks the class still forwards it)."""
 
     type_name: str
     data_content_type: str
@@ -257,13 +258,22 @@ class MsgpackMessageSerializer(MessageSerializer[T]):
         return data
 
 
+def _agentchat_serializer(cls: type[Any]) -> MessageSerializer[Any] | None:
+    if not cls.__module__.startswith("autogen_agentchat"):
+        return None
+    from . import autogen
+
+    return autogen.agentchat_serializer(cls)
+
+
 def try_get_known_serializers_for_type(cls: type[Any]) -> list[MessageSerializer[Any]]:
     """The serializers the mesh derives by itself for ``cls`` (empty if none fits)."""
     serializers: list[MessageSerializer[Any]] = []
     if not isinstance(cls, type):
         return serializers
     if is_pydantic_model(cls):
-        serializers.append(PydanticJsonMessageSerializer(cls))
+        agentchat = _agentchat_serializer(cls)
+        serializers.append(agentchat if agentchat is not None else PydanticJsonMessageSerializer(cls))
     elif dataclasses.is_dataclass(cls):
         serializers.append(DataclassJsonMessageSerializer(cls))
     elif is_protobuf_message(cls):
@@ -297,10 +307,13 @@ class SerializerRegistry:
             for s in serializer:
                 self.add_serializer(s)
             return
+        cls = getattr(serializer, "cls", None)
+        if isinstance(cls, type) and is_pydantic_model(cls):
+            # AgentChat's models need AgentChat's own message factory to decode (see mesh.autogen).
+            serializer = _agentchat_serializer(cls) or serializer
         key = (serializer.type_name, serializer.data_content_type)
         self._by_name[key] = serializer
         _PROCESS_SERIALIZERS.setdefault(key, serializer)
-        cls = getattr(serializer, "cls", None)
         if isinstance(cls, type):
             self._class_by_name.setdefault(serializer.type_name, cls)
             self._by_class.setdefault(cls, serializer)
@@ -320,6 +333,11 @@ class SerializerRegistry:
         serializer = self._by_class.get(cls)
         if serializer is not None:
             return serializer
+        registered = self._registered_for_name(type_name_of(cls))
+        if registered is not None and getattr(registered, "cls", cls) is cls:
+            # A serializer added for this type name (AutoGen's protocol names no class).
+            self._by_class[cls] = registered
+            return registered
         serializers = try_get_known_serializers_for_type(cls)
         if not serializers:
             raise SerializationError(
@@ -340,8 +358,21 @@ class SerializerRegistry:
         _PROCESS_SERIALIZERS.setdefault(key, serializer)
         return serializer
 
+    def _registered_for_name(self, type_name: str) -> MessageSerializer[Any] | None:
+        matches = [s for (name, _), s in self._by_name.items() if name == type_name]
+        if not matches:
+            return None
+        # Prefer AutoGen's JSON when a type has several encodings, as the bridge's Python peers do.
+        return next((s for s in matches if s.data_content_type == JSON_DATA_CONTENT_TYPE), matches[0])
+
     def encode(self, message: Any) -> tuple[str, str, bytes]:
-        """(type name, content type, bytes) for ``message``."""
+        """(type name, content type, bytes) for ``message``.
+
+        An :class:`UnknownPayload` is sent on as the body it arrived as, so a node that does not
+        know a type (the gRPC bridge, a relay) can still forward it to one that does.
+        """
+        if type(message) is UnknownPayload:
+            return message.type_name, message.data_content_type, message.payload
         serializer = self.serializer_for(message)
         try:
             payload = serializer.serialize(message)
