@@ -47,6 +47,7 @@ from ._intervention import DropMessage, InterventionHandler
 from ._link import MeshLink, Peer
 from ._message_context import MessageContext
 from ._routing import NodeInfo, RoutingTable, SubInfo, TypeInfo
+from ._security import CurveSecurity
 from ._serialization import MessageSerializer, SerializerRegistry, UnknownPayload
 from ._subscriptions import Subscription, TypePrefixSubscription, TypeSubscription
 
@@ -206,6 +207,12 @@ class MeshNode:
         node_id: a stable id for this node (default: random); keep it across restarts of one
             deployment so that it owns the same agent keys again.
         config: sizes and timings (see :class:`MeshConfig`).
+        secret_key_file: this node's CURVE secret key file (env ``AGENTMESH_SECRET_KEY_FILE``);
+            turns on encryption and authentication of every connection. Alone, it is the one key
+            shared by the whole mesh.
+        authorized_keys_dir: a directory of the public keys this node admits (env
+            ``AGENTMESH_AUTHORIZED_KEYS_DIR``), for per-node keys; seeds then name their server key
+            as ``tcp://host:port#<z85 key>``.
     """
 
     def __init__(
@@ -224,6 +231,8 @@ class MeshNode:
         rpc_timeout_s: float | None = None,
         node_id: str | None = None,
         config: MeshConfig | None = None,
+        secret_key_file: str | os.PathLike[str] | None = None,
+        authorized_keys_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if discovery not in ("mdns", "none"):
             raise ValueError(f"discovery must be 'mdns' or 'none', not {discovery!r}")
@@ -234,6 +243,10 @@ class MeshNode:
         for seed in seeds:
             if not seed.startswith("tcp://"):
                 raise ValueError(f"seed {seed!r} must be a ZeroMQ TCP endpoint such as tcp://10.0.0.5:7400")
+        self._security = CurveSecurity.from_options(secret_key_file, authorized_keys_dir)
+        if self._security is not None:
+            for seed in seeds:
+                self._security.server_key_for(seed)  # a seed must name a server key this node trusts
         self._config = config or MeshConfig()
         self._node_id = node_id or uuid.uuid4().hex
         self._name = name or f"{socket.gethostname()}-{os.getpid()}"
@@ -416,8 +429,20 @@ class MeshNode:
             logger.error("node failed to start: %s", task.exception())
 
     def _transport_options(self) -> dict[str, Any]:
-        """Extra transport arguments (the security layer supplies its context and socket set-up)."""
-        return {}
+        """Extra transport arguments: a secured node has its own context and sets up CURVE."""
+        if self._security is None:
+            return {}
+        return {"context": self._security.context, "socket_setup": self._security.setup_socket}
+
+    @property
+    def public_key(self) -> str | None:
+        """This node's CURVE public key (z85), when security is on."""
+        return self._security.public_key.decode() if self._security is not None else None
+
+    def reload_authorized_keys(self) -> None:
+        """Read the authorized keys directory again (after adding or removing a node's key)."""
+        if self._security is not None:
+            self._security.reload()
 
     async def _start(self) -> None:
         if self._stopping is not None:
@@ -425,9 +450,13 @@ class MeshNode:
         self._incarnation = max(self._incarnation + 1, time.time_ns() // 1_000_000)
         self._leaving = False
         self._view_event = asyncio.Event()
+        if self._security is not None:
+            self._security.start()
         port = await self._link.bind(self._host, self._port)
         self._port = port  # a restarted node keeps its address
         self._address = _endpoint(_advertised_host(self._host, self._advertise), port)
+        if self._security is not None:
+            self._address += "#" + self._security.public_key.decode()
         self._warn_if_exposed()
         self._dispatcher.start()
         self._running = True
@@ -463,7 +492,7 @@ class MeshNode:
             )
 
     def _secured(self) -> bool:
-        return False
+        return self._security is not None
 
     async def stop(self) -> None:
         """Stop gracefully: hand live agents over to their next owners, finish queued and running
@@ -502,6 +531,8 @@ class MeshNode:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._link.close()
+        if self._security is not None:
+            self._security.stop()
         self._running = False
         self._leaving = False
         self._table = RoutingTable({self._node_id: self._info})

@@ -106,7 +106,7 @@ class Transport:
         on_frame: FrameHandler,
         on_bad_frame: Callable[[str, bytes], None],
         context: zmq.Context[Any] | None = None,
-        socket_setup: Callable[[zmq.Socket[Any], bool], None] | None = None,
+        socket_setup: Callable[[zmq.Socket[Any], bool, str | None], None] | None = None,
     ) -> None:
         self._node_id = node_id
         self._incarnation = incarnation
@@ -124,7 +124,15 @@ class Transport:
         self._frame_limit = config.max_message_size + 64 * 1024
         self._closed = False
         self._refused_versions: set[bytes] = set()
-        self.stats = {"frames_in": 0, "frames_out": 0, "bytes_in": 0, "bytes_out": 0, "dropped_pending": 0}
+        self._refused_endpoints: set[str] = set()
+        self.stats = {
+            "frames_in": 0,
+            "frames_out": 0,
+            "bytes_in": 0,
+            "bytes_out": 0,
+            "dropped_pending": 0,
+            "refused_endpoints": 0,
+        }
 
     @property
     def frame_limit(self) -> int:
@@ -151,7 +159,7 @@ class Transport:
             router.setsockopt(zmq.IPV6, 1 if host == "::" else 0)
             bind_host = "*"
         if self._socket_setup is not None:
-            self._socket_setup(router, True)
+            self._socket_setup(router, True, None)
         try:
             if port == 0:
                 port = router.bind_to_random_port(f"tcp://{bind_host}", min_port=20_000, max_port=60_000)
@@ -194,7 +202,7 @@ class Transport:
 
     # -- sending ----------------------------------------------------------------------------------
 
-    def _link(self, endpoint: str) -> Link:
+    def _link(self, endpoint: str) -> Link | None:
         link = self._links.get(endpoint)
         if link is None:
             sock = self._context.socket(zmq.DEALER)
@@ -208,7 +216,15 @@ class Transport:
             if endpoint.startswith("tcp://["):
                 sock.setsockopt(zmq.IPV6, 1)
             if self._socket_setup is not None:
-                self._socket_setup(sock, False)
+                try:
+                    self._socket_setup(sock, False, endpoint)
+                except ValueError as exc:
+                    sock.close(0)
+                    self.stats["refused_endpoints"] += 1
+                    if endpoint not in self._refused_endpoints and len(self._refused_endpoints) < 1024:
+                        self._refused_endpoints.add(endpoint)
+                        logger.error("not connecting to %s: %s", endpoint, exc)
+                    return None
             sock.connect(_strip_key(endpoint))
             link = Link(endpoint, sock)
             self._links[endpoint] = link
@@ -221,6 +237,8 @@ class Transport:
         """Queue ``record`` for the node at ``endpoint``; it is written at the end of this loop
         iteration, together with everything else queued for that peer."""
         link = self._links.get(endpoint) or self._link(endpoint)
+        if link is None:
+            return  # refused by the security layer (counted and logged)
         link.outbox.append((CLS_HANDSHAKE if handshake else CLS_DATA, target_incarnation, record, size))
         self._dirty.add(link)
         if not self._flush_scheduled and self._loop is not None:
