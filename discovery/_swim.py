@@ -31,7 +31,7 @@ from ._errors import RecordDecodeError
 from ._record import MemberRecord, MemberStatus, is_valid_node_id
 
 # Message codes. Messages are lists of msgpack-native values whose first item is the code.
-JOIN = 1  # [JOIN, record]                       handshake: a node asks to join
+JOIN = 1  # [JOIN, record, want_state]           handshake: a node joins (or introduces itself)
 STATE = 2  # [STATE, [[record, status], ...], full]
 PING = 3  # [PING, seq]
 ACK = 4  # [ACK, seq]
@@ -448,8 +448,10 @@ class SwimState:
         return handler(self, sender, message, now)
 
     def _on_join(self, sender: str | None, message: list[Any], now: float) -> list[Output]:
-        _expect_len(message, 2)
+        if len(message) not in (2, 3):
+            raise RecordDecodeError(f"JOIN must have 2 or 3 fields, has {len(message)}")
         record = MemberRecord.decode(message[1])
+        want_state = len(message) == 2 or message[2] is not False
         if record.node_id == self.me.node_id:
             return []
         if record.mesh != self.me.mesh:
@@ -464,7 +466,10 @@ class SwimState:
             # It was declared dead (or left) under this incarnation: it must come back as a new one.
             rec = known.record
             return [SendEndpoint(record.endpoint, [DEAD, rec.node_id, rec.incarnation, rec.version])]
-        out = self._merge(record, MemberStatus.ALIVE, now, push=True)
+        if not want_state:
+            # An introduction from a member we may not know yet: it learned of us from someone else.
+            return self._merge(record, MemberStatus.ALIVE, now, push=False, via=record.node_id)
+        out = self._merge(record, MemberStatus.ALIVE, now, push=True, via=record.node_id)
         state = [
             [m.record.encode(), int(m.status)] for m in self.members.values() if m.record.node_id != record.node_id
         ]
@@ -485,7 +490,7 @@ class SwimState:
             if not isinstance(entry, list) or len(entry) != 2 or entry[1] not in (0, 1, 2, 3):
                 raise RecordDecodeError("bad STATE entry")
             record = MemberRecord.decode(entry[0])
-            out.extend(self._merge(record, MemberStatus(entry[1]), now, push=False))
+            out.extend(self._merge(record, MemberStatus(entry[1]), now, push=False, via=sender))
         if full and not self.joined:
             self.joined = True
             self._joining.clear()
@@ -584,7 +589,7 @@ class SwimState:
         _expect_len(message, 3)
         assert sender is not None
         record = MemberRecord.decode(message[1])
-        out = self._merge(record, MemberStatus.ALIVE, now, push=False)
+        out = self._merge(record, MemberStatus.ALIVE, now, push=False, via=sender)
         if message[2] and record.node_id == sender:
             out.append(Send(sender, [UPDATE_ACK, record.incarnation, record.version]))
         return out
@@ -673,8 +678,16 @@ class SwimState:
 
     # -- merging ----------------------------------------------------------------------------------
 
-    def _merge(self, record: MemberRecord, status: MemberStatus, now: float, *, push: bool) -> list[Output]:
-        """Take what a peer says about ``record`` if it is newer than what we know."""
+    def _merge(
+        self, record: MemberRecord, status: MemberStatus, now: float, *, push: bool, via: str | None
+    ) -> list[Output]:
+        """Take what a peer (``via``) says about ``record`` if it is newer than what we know.
+
+        A member we learn of from someone else may not know us yet: we introduce ourselves to it
+        before anything else, so that our first data on that ordered channel is not dropped as
+        coming from a stranger.
+        """
+        introduce = [Send(record.node_id, [JOIN, self.me.encode(), False])] if via != record.node_id else []
         self._hash = None
         if record.node_id == self.me.node_id:
             if record.incarnation == self.me.incarnation and status in (MemberStatus.SUSPECT, MemberStatus.DEAD):
@@ -692,6 +705,7 @@ class SwimState:
                 return out
             member = Member(record, MemberStatus.ALIVE, now)
             self.members[record.node_id] = member
+            out.extend(introduce)
             out.append(Event("joined", record))
             if status is MemberStatus.SUSPECT:
                 out.extend(self._suspect(member, "gossip", now))
@@ -713,6 +727,7 @@ class SwimState:
             member.suspect_deadline = None
             member.suspecters.clear()
             if was_gone or record.incarnation != old.incarnation:
+                out.extend(introduce)
                 out.append(Event("joined", record, old))
             else:
                 out.append(Event("updated", record, old))

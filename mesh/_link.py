@@ -273,6 +273,11 @@ class MeshLink:
                 waiter.set_exception(error)
         peer.waiters.clear()
         self._fail_calls(lambda call: call.peer == peer.node_id, reason)
+        # Calls we forwarded to it will get no answer from it: answer them for it.
+        for (origin, req_id), owner in list(self._forwarded.items()):
+            if owner == peer.node_id:
+                del self._forwarded[(origin, req_id)]
+                self.reply(origin, req_id, wire.NOT_RUN, f"{reason} (the call was forwarded to it)")
         for key in [k for k in self._inbound if k[0] == peer.node_id]:
             self._inbound.pop(key).cancel()
         if self._transport is not None:
