@@ -6,18 +6,23 @@ This package never imports ``mesh``: a member's metadata is opaque bytes here.
 from ._channel import GossipChannel
 from ._config import MembershipConfig
 from ._errors import DiscoveryError, RecordDecodeError
+from ._mdns import SERVICE_TYPE, Announcement, MdnsDiscovery, browse
 from ._membership import Membership
 from ._record import MemberRecord, MemberStatus, is_valid_node_id
 from ._swim import Event as MembershipEvent
 
 __all__ = [
+    "SERVICE_TYPE",
+    "Announcement",
     "DiscoveryError",
     "GossipChannel",
+    "MdnsDiscovery",
     "MemberRecord",
     "MemberStatus",
     "Membership",
     "MembershipConfig",
     "MembershipEvent",
     "RecordDecodeError",
+    "browse",
     "is_valid_node_id",
 ]

@@ -219,6 +219,8 @@ class SwimState:
             return []
         if any(m.record.endpoint == endpoint and not m.status.gone for m in self.members.values()):
             return []
+        # Its STATE answer comes from a node we do not know yet: accept it for a while.
+        self._reconnect_until = max(self._reconnect_until, now + 2 * self.config.reconnect_interval_s)
         return [SendEndpoint(endpoint, [JOIN, self.me.encode()])]
 
     def set_metadata(self, metadata: bytes, now: float) -> list[Output]:

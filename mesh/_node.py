@@ -284,6 +284,7 @@ class MeshNode:
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._moving: dict[AgentId, list[Callable[[], None]]] = {}
+        self._mdns: Any = None
         self._capabilities: set[str] = set()
         self._view_listeners: list[Callable[[], None]] = []
         self._stats: dict[str, int] = {
@@ -478,7 +479,29 @@ class MeshNode:
                 self._config.join_timeout_s,
             )
         self._view_changed()
+        if self._discovery_mode == "mdns":
+            await self._start_mdns(port)
         logger.info("node %s started at %s (incarnation %d)", self._name, self._address, self._incarnation)
+
+    async def _start_mdns(self, port: int) -> None:
+        from discovery import MdnsDiscovery
+
+        def found(endpoint: str) -> None:
+            membership = self._link.membership
+            if membership is not None:
+                membership.contact(endpoint)
+
+        self._mdns = MdnsDiscovery(
+            node_id=self._node_id,
+            mesh=self._mesh_name,
+            protocol=(wire.PROTOCOL_MAJOR, wire.PROTOCOL_MINOR),
+            port=port,
+            on_peer=found,
+            interfaces=self._mdns_interfaces,
+            bound_host=self._host,
+            public_key=self.public_key,
+        )
+        await self._mdns.start()
 
     def _warn_if_exposed(self) -> None:
         global _warned_insecure_bind
@@ -520,6 +543,9 @@ class MeshNode:
             self._leaving = True
             self._view_changed()
             await self._hand_over_all()
+        if self._mdns is not None:
+            await self._mdns.close()
+            self._mdns = None
         finished = await self._dispatcher.drain(self._config.stop_timeout_s)
         if not finished:
             logger.warning("stop: handlers still running after %.1f s were cancelled", self._config.stop_timeout_s)

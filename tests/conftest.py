@@ -15,6 +15,21 @@ settings.register_profile("long", max_examples=500, deadline=None, suppress_heal
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
 
+@pytest.fixture(autouse=True)
+def _no_mdns_in_the_test_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mDNS is multicast: from the test process it would reach the real network (restricting
+    zeroconf's interfaces is not enough). Tests that use it run their nodes inside network
+    namespaces they create; here it must fail loudly instead."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(
+            "a test started mDNS in the pytest process: use discovery='none' with seeds, or run the "
+            "node inside a network namespace (tests/support/netns.py)"
+        )
+
+    monkeypatch.setattr("discovery._mdns.AsyncZeroconf", refuse)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     # pyzmq's and zeroconf's async layers are asyncio-based: the node runs on asyncio only.
