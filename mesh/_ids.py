@@ -12,12 +12,36 @@ _AGENT_TYPE_RE = re.compile(r"^[\w\-\.]+\Z")
 _TOPIC_TYPE_RE = re.compile(r"^[\w\-\.\:\=]+\Z")
 
 
+# Types seen valid, so that the hot path does not run the regex for every message (bounded).
+_VALID_AGENT_TYPES: set[str] = set()
+_VALID_TOPIC_TYPES: set[str] = set()
+_VALID_CACHE_SIZE = 4096
+
+
 def is_valid_agent_type(value: str) -> bool:
-    return isinstance(value, str) and _AGENT_TYPE_RE.match(value) is not None
+    if type(value) is not str:
+        return False
+    if value in _VALID_AGENT_TYPES:
+        return True
+    if _AGENT_TYPE_RE.match(value) is None:
+        return False
+    if len(_VALID_AGENT_TYPES) >= _VALID_CACHE_SIZE:
+        _VALID_AGENT_TYPES.clear()
+    _VALID_AGENT_TYPES.add(value)
+    return True
 
 
 def is_valid_topic_type(value: str) -> bool:
-    return isinstance(value, str) and _TOPIC_TYPE_RE.match(value) is not None
+    if type(value) is not str:
+        return False
+    if value in _VALID_TOPIC_TYPES:
+        return True
+    if _TOPIC_TYPE_RE.match(value) is None:
+        return False
+    if len(_VALID_TOPIC_TYPES) >= _VALID_CACHE_SIZE:
+        _VALID_TOPIC_TYPES.clear()
+    _VALID_TOPIC_TYPES.add(value)
+    return True
 
 
 @dataclass(eq=True, frozen=True)

@@ -229,9 +229,13 @@ class MeshLink:
                 old = None
             info = self._decode_info(record)
             if old is None:
-                window = self._config
+                # The receiver decides how much it takes: start with the window it advertises.
+                msgs, nbytes = info.window
                 self._peers[record.node_id] = Peer(
-                    record, info, credit_msgs=window.window_messages, credit_bytes=window.window_bytes
+                    record,
+                    info,
+                    credit_msgs=msgs or self._config.window_messages,
+                    credit_bytes=nbytes or self._config.window_bytes,
                 )
             else:
                 old.record = record

@@ -271,7 +271,8 @@ class MeshNode:
         self._warned_custom = False
         self._dispatcher = Dispatcher(max_workers=self._config.max_running_handlers, max_queued=self._config.max_queued)
         self._link = MeshLink(self, self._config)
-        self._info = NodeInfo()
+        self._capabilities: set[str] = set()
+        self._info = self._local_info()
         self._table = RoutingTable({self._node_id: self._info})
         self._view = 0
         self._view_event: asyncio.Event | None = None
@@ -285,7 +286,6 @@ class MeshNode:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._moving: dict[AgentId, list[Callable[[], None]]] = {}
         self._mdns: Any = None
-        self._capabilities: set[str] = set()
         self._view_listeners: list[Callable[[], None]] = []
         self._stats: dict[str, int] = {
             "published": 0,
@@ -700,6 +700,10 @@ class MeshNode:
         self._agents.check_instance(agent_instance, agent_id)
         cls = type(agent_instance)
         self._check_conflict(agent_id.type, "instance", f"{cls.__module__}.{cls.__qualname__}")
+        for node_id, info in self._table.nodes.items():
+            held = info.types.get(agent_id.type)
+            if node_id != self._node_id and held is not None and agent_id.key in held.keys:
+                raise AgentTypeConflictError(f"agent {agent_id} is already registered as an instance on node {node_id}")
         if self._agents.is_foreign_class(cls):
             from . import autogen as _autogen
 
@@ -773,7 +777,12 @@ class MeshNode:
             keys = frozenset(a.key for a in self._agents.registered if a.type == name)
             types[name] = TypeInfo("instance", self._agents.fingerprint(name), keys)
         subs = tuple(info for info in map(_sub_info, self._subscriptions) if info is not None)
-        return NodeInfo(types=types, subscriptions=subs, capabilities=frozenset(self._capabilities))
+        return NodeInfo(
+            types=types,
+            subscriptions=subs,
+            capabilities=frozenset(self._capabilities),
+            window=(self._config.window_messages, self._config.window_bytes),
+        )
 
     async def _registrations_changed(self) -> None:
         self._info = self._local_info()

@@ -52,6 +52,8 @@ class NodeInfo:
     types: Mapping[str, TypeInfo] = field(default_factory=dict)
     subscriptions: tuple[SubInfo, ...] = ()
     capabilities: frozenset[str] = frozenset()
+    # The flow-control window this node grants each sender (messages, bytes); (0, 0): unknown.
+    window: tuple[int, int] = (0, 0)
 
     def encode(self) -> bytes:
         data: bytes = msgpack.packb(
@@ -61,6 +63,7 @@ class NodeInfo:
                 },
                 "s": [[s.kind, s.topic, s.agent_type, s.id] for s in self.subscriptions],
                 "c": sorted(self.capabilities),
+                "w": list(self.window),
             },
             use_bin_type=True,
         )
@@ -101,7 +104,10 @@ class NodeInfo:
         caps = _as_list(raw.get("c", []))
         if not all(isinstance(c, str) for c in caps):
             raise ValueError("bad capability in node metadata")
-        return cls(types=types, subscriptions=tuple(subs), capabilities=frozenset(caps))
+        window = _as_list(raw.get("w", [0, 0]))
+        if len(window) != 2 or not all(type(w) is int and 0 <= w < 1 << 40 for w in window):
+            raise ValueError("bad flow-control window in node metadata")
+        return cls(types=types, subscriptions=tuple(subs), capabilities=frozenset(caps), window=(window[0], window[1]))
 
 
 def _as_dict(value: Any) -> dict[Any, Any]:

@@ -111,27 +111,62 @@ def _build(tp: Any, value: Any) -> Any:
         return _build(non_none[0], value) if len(non_none) == 1 else value
     if origin in (list, Sequence) and args and isinstance(value, list):
         return [_build(args[0], v) for v in value]
-    if origin is tuple and args and isinstance(value, list):
+    if (tp is tuple or origin is tuple) and isinstance(value, list):
+        if not args:
+            return tuple(value)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_build(args[0], v) for v in value)
         return tuple(_build(a, v) for a, v in zip(args, value, strict=False))
+    if (tp in (set, frozenset) or origin in (set, frozenset)) and isinstance(value, list):
+        kind = origin or tp
+        return kind(_build(args[0], v) for v in value) if args else kind(value)
     if origin is dict and len(args) == 2 and isinstance(value, dict):
         return {k: _build(args[1], v) for k, v in value.items()}
     return value
 
 
-_HINT_CACHE: dict[type[Any], dict[str, Any]] = {}
+def _needs_build(tp: Any, depth: int = 0) -> bool:
+    """Whether values of type ``tp`` hold a dataclass or a model that JSON alone cannot rebuild."""
+    if depth > 8 or tp is None:
+        return False
+    if isinstance(tp, type) and (dataclasses.is_dataclass(tp) or is_pydantic_model(tp)):
+        return True
+    if tp in (tuple, set, frozenset) or get_origin(tp) in (tuple, set, frozenset):
+        return True  # JSON has lists only
+    return any(_needs_build(arg, depth + 1) for arg in get_args(tp))
+
+
+# Per dataclass: the fields that need rebuilding (most classes have none: decoding is cls(**data)).
+_PLANS: dict[type[Any], dict[str, Any]] = {}
 
 
 def _build_dataclass(cls: type[Any], data: dict[str, Any]) -> Any:
-    hints = _HINT_CACHE.get(cls)
-    if hints is None:
+    plan = _PLANS.get(cls)
+    if plan is None:
         try:
             hints = get_type_hints(cls)
         except Exception:
             hints = {}
-        _HINT_CACHE[cls] = hints
-    return cls(**{k: _build(hints.get(k), v) for k, v in data.items()})
+        plan = _PLANS[cls] = {name: tp for name, tp in hints.items() if _needs_build(tp)}
+    for name, tp in plan.items():
+        if name in data:
+            data[name] = _build(tp, data[name])
+    return cls(**data)
+
+
+def _json_default(value: Any) -> Any:
+    """Nested dataclasses and models for the JSON encoder (what ``asdict`` would give)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if is_pydantic_model(type(value)):
+        return value.model_dump(mode="json")
+    if isinstance(value, set | frozenset):
+        return list(value)  # rebuilt as a set from the field's type hint on receipt
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# Same output as json.dumps(asdict(message)) without asdict's deep copy of every field.
+_JSON_ENCODER = json.JSONEncoder(default=_json_default)
 
 
 class DataclassJsonMessageSerializer(MessageSerializer[T]):
@@ -140,6 +175,7 @@ class DataclassJsonMessageSerializer(MessageSerializer[T]):
     def __init__(self, cls: type[T]) -> None:
         self.cls = cls
         self._type_name = type_name_of(cls)
+        self._fields = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
 
     @property
     def data_content_type(self) -> str:
@@ -157,7 +193,7 @@ class DataclassJsonMessageSerializer(MessageSerializer[T]):
         return result
 
     def serialize(self, message: T) -> bytes:
-        return json.dumps(dataclasses.asdict(message)).encode("utf-8")  # type: ignore[call-overload]
+        return _JSON_ENCODER.encode({name: getattr(message, name) for name in self._fields}).encode("utf-8")
 
 
 class PydanticJsonMessageSerializer(MessageSerializer[T]):
