@@ -141,6 +141,9 @@ def body_from_wire(type_name: Any, content_type: Any, payload: Any) -> Body:
 
 def error_to_wire(exc: BaseException) -> tuple[str, list[Any], str]:
     """(qualified type name, args made msgpack-safe, formatted traceback)."""
+    if isinstance(exc, RemoteAgentError):
+        # Passing on an error from further away: keep its own type name, message and traceback.
+        return exc.type_name, [exc.remote_message], exc.remote_traceback[-MAX_TRACEBACK:]
     cls = type(exc)
     name = f"{cls.__module__}.{cls.__qualname__}"
     args = [_wire_arg(a) for a in exc.args[:16]]

@@ -453,7 +453,12 @@ class MeshNode:
         self._view_event = asyncio.Event()
         if self._security is not None:
             self._security.start()
-        port = await self._link.bind(self._host, self._port)
+        try:
+            port = await self._link.bind(self._host, self._port)
+        except BaseException:
+            if self._security is not None:
+                self._security.stop()
+            raise
         self._port = port  # a restarted node keeps its address
         self._address = _endpoint(_advertised_host(self._host, self._advertise), port)
         if self._security is not None:

@@ -321,8 +321,16 @@ def try_get_known_serializers_for_type(cls: type[Any]) -> list[MessageSerializer
 
 # Every (type name, content type) a registry of this process learned, as a fallback for the others:
 # a node that hosts no agent of a reply's type still decodes the reply when another node of the
-# same process knows the class. First come, first kept.
-_PROCESS_SERIALIZERS: dict[tuple[str, str], MessageSerializer[Any]] = {}
+# same process knows the class. A name two different classes claim is ambiguous: never guessed.
+_PROCESS_SERIALIZERS: dict[tuple[str, str], MessageSerializer[Any] | None] = {}
+
+
+def _share(key: tuple[str, str], serializer: MessageSerializer[Any]) -> None:
+    known = _PROCESS_SERIALIZERS.get(key, serializer)
+    if known is not None and getattr(known, "cls", None) is not getattr(serializer, "cls", None):
+        _PROCESS_SERIALIZERS[key] = None
+    elif key not in _PROCESS_SERIALIZERS:
+        _PROCESS_SERIALIZERS[key] = serializer
 
 
 class SerializerRegistry:
@@ -349,7 +357,7 @@ class SerializerRegistry:
             serializer = _agentchat_serializer(cls) or serializer
         key = (serializer.type_name, serializer.data_content_type)
         self._by_name[key] = serializer
-        _PROCESS_SERIALIZERS.setdefault(key, serializer)
+        _share(key, serializer)
         if isinstance(cls, type):
             self._class_by_name.setdefault(serializer.type_name, cls)
             self._by_class.setdefault(cls, serializer)
@@ -391,7 +399,7 @@ class SerializerRegistry:
         self._by_class[cls] = serializer
         key = (serializer.type_name, serializer.data_content_type)
         self._by_name.setdefault(key, serializer)
-        _PROCESS_SERIALIZERS.setdefault(key, serializer)
+        _share(key, serializer)
         return serializer
 
     def _registered_for_name(self, type_name: str) -> MessageSerializer[Any] | None:
