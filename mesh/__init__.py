@@ -43,6 +43,7 @@ from ._serialization import (
 from ._subscriptions import DefaultSubscription, Subscription, TypePrefixSubscription, TypeSubscription
 
 if TYPE_CHECKING:
+    from ._background import BackgroundNode
     from ._config import MeshConfig
     from ._node import MeshNode, PeerInfo
 
@@ -59,6 +60,7 @@ __all__ = [
     "AgentType",
     "AgentTypeConflictError",
     "AgentUnreachableError",
+    "BackgroundNode",
     "BaseAgent",
     "CancellationToken",
     "CantHandleException",
@@ -99,7 +101,7 @@ __all__ = [
     "type_subscription",
 ]
 
-_LAZY = {"MeshNode": "._node", "PeerInfo": "._node", "MeshConfig": "._config"}
+_LAZY = {"BackgroundNode": "._background", "MeshNode": "._node", "PeerInfo": "._node", "MeshConfig": "._config"}
 
 
 def __getattr__(name: str) -> Any:

@@ -24,6 +24,10 @@ FAST_MEMBERSHIP = MembershipConfig(
 )
 """Failure detection in about a second: for tests on one machine."""
 
+# How long teardown waits for the remaining nodes to see a closed one leave: a graceful leave is
+# announced at once, so this only bounds a broken mesh.
+_TEARDOWN_CONVERGE_S = 2.0
+
 FAST_CONFIG = MeshConfig(
     join_timeout_s=3.0,
     stop_timeout_s=2.0,
@@ -94,6 +98,9 @@ async def quiesce(nodes: list[MeshNode], timeout: float = 10.0) -> None:
 class LocalMesh:
     """N nodes in this process and event loop, joined through the first one, on loopback.
 
+    The nodes are named and identified ``node0``, ``node1``, ... in start order, so placement
+    (which hashes node ids) is the same in every run: a failing hypothesis example replays.
+
     Example::
 
         async with LocalMesh(3) as mesh:
@@ -124,6 +131,8 @@ class LocalMesh:
     def _new_node(self, index: int, **overrides: Any) -> MeshNode:
         options: dict[str, Any] = {
             "name": f"node{index}",
+            # Fixed ids, so that rendezvous placement (and with it a hypothesis run) replays exactly.
+            "node_id": f"node{index}",
             "mesh": self._mesh,
             "discovery": "none",
             "config": self._config,
@@ -172,11 +181,19 @@ class LocalMesh:
         return self
 
     async def aclose(self) -> None:
+        """Close every node, newest first. After each, the others are given a moment to see it
+        gone, so that they do not hand their agents over to it when they close in turn."""
         for node in reversed(self.nodes):
+            was_running = node.running
             try:
                 await node.close()
             except Exception:  # pragma: no cover - teardown must go on
                 pass
+            if was_running:
+                try:
+                    await self.converge(_TEARDOWN_CONVERGE_S)
+                except TimeoutError:  # pragma: no cover - teardown must go on
+                    pass
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
