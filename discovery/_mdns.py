@@ -123,6 +123,11 @@ def interfaces_from(spec: Sequence[str] | None) -> list[str] | InterfaceChoice:
     return addresses
 
 
+def local_addresses_for(interfaces: Sequence[str] | None, *, ipv6: bool) -> list[str]:
+    """The addresses of the chosen interfaces (as for mDNS), IPv4 only unless ``ipv6``."""
+    return local_addresses(interfaces_from(interfaces), IPVersion.All if ipv6 else IPVersion.V4Only)
+
+
 def local_addresses(interfaces: list[str] | InterfaceChoice, ip_version: IPVersion) -> list[str]:
     """The addresses to announce: those of the chosen interfaces, never a wildcard."""
     if isinstance(interfaces, list):
@@ -176,6 +181,9 @@ class MdnsDiscovery:
         if bound_host not in ("0.0.0.0", "::", "*", ""):
             # A node bound to one address can only be reached there.
             addresses = [bound_host] if bound_host in addresses or _is_loopback(bound_host) else addresses
+        else:
+            # A peer on another machine cannot reach our loopback: its 127.0.0.1 is itself.
+            addresses = [a for a in addresses if not ipaddress.ip_address(a).is_loopback] or addresses
         if not addresses:
             raise DiscoveryError("no address to announce on the chosen mDNS interfaces")
         self.announcement = Announcement(node_id, mesh, protocol, port, tuple(addresses), public_key)
@@ -264,14 +272,17 @@ async def await_registration(task: Any) -> None:
 
 
 def _ip_version_for(host: str) -> IPVersion:
-    """A node bound to an IPv4 address is reachable over IPv4 only (and likewise for IPv6)."""
+    """A node bound to an IPv4 address is reachable over IPv4 only (and likewise for IPv6). The
+    transport binds ``0.0.0.0`` and ``*`` as IPv4 only and ``::`` as dual-stack."""
+    if host in ("0.0.0.0", "*", ""):
+        return IPVersion.V4Only
     try:
-        version = ipaddress.ip_address(host.strip("[]")).version
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return IPVersion.All
-    if ipaddress.ip_address(host.strip("[]")).is_unspecified:
-        return IPVersion.All
-    return IPVersion.V4Only if version == 4 else IPVersion.V6Only
+    if address.is_unspecified:
+        return IPVersion.All if address.version == 6 else IPVersion.V4Only
+    return IPVersion.V4Only if address.version == 4 else IPVersion.V6Only
 
 
 def _is_loopback(host: str) -> bool:
@@ -284,7 +295,11 @@ def _is_loopback(host: str) -> bool:
 async def browse(duration_s: float, interfaces: Sequence[str] | None = None) -> list[Announcement]:
     """Every agentmesh node announced on the network within ``duration_s`` (any mesh)."""
     found: dict[str, Announcement] = {}
-    zc = AsyncZeroconf(interfaces=interfaces_from(interfaces))
+    chosen = interfaces_from(interfaces)
+    try:  # IPv6 too, so that nodes bound to IPv6 addresses are listed
+        zc = AsyncZeroconf(interfaces=chosen, ip_version=IPVersion.All)
+    except OSError:  # no IPv6 on this machine
+        zc = AsyncZeroconf(interfaces=chosen, ip_version=IPVersion.V4Only)
     pending: set[asyncio.Task[Any]] = set()
 
     def on_change(zeroconf: Any, service_type: str, name: str, state_change: ServiceStateChange) -> None:

@@ -78,6 +78,11 @@ class Membership:
         member = self._state.members.get(node_id)
         return None if member is None else member.record
 
+    def dead_notice(self, node_id: str) -> list[Any] | None:
+        """The message telling ``node_id`` (held dead here) that it is; None if unknown."""
+        member = self._state.members.get(node_id)
+        return None if member is None else self._state.dead_notice(member.record)
+
     def view_hash(self) -> bytes:
         return self._state.view_hash()
 

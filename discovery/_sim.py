@@ -292,7 +292,10 @@ class SimulatedMesh:
                 if status is not None and status.gone:
                     self._tell_dead(dst, src.node_id, src_incarnation)
                 return
-            sender = src.node_id if is_peer else None
+            if is_peer and member is not None and member.record.incarnation > src_incarnation:
+                self.dropped += 1  # an older incarnation of a member: its claims are stale
+                return
+            sender = None  # a stranger (or a newer incarnation of a member): as mesh/_link.py
         try:
             outputs = state.receive(sender, message, self.now)
         except ValueError:
@@ -310,5 +313,7 @@ class SimulatedMesh:
             return
         node.told_dead[node_id] = self.now
         record = node.state.members[node_id].record
-        message = [DEAD, node_id, incarnation, record.version]
+        if record.incarnation != incarnation:
+            return  # as mesh/_link.py: only the incarnation that was declared dead is told
+        message = node.state.dead_notice(record)
         self._send(node, record.endpoint, incarnation, True, (len(msgpack.packb(message)), message))

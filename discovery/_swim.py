@@ -37,7 +37,7 @@ PING = 3  # [PING, seq]
 ACK = 4  # [ACK, seq]
 PING_REQ = 5  # [PING_REQ, seq, target_id]
 SUSPECT = 6  # [SUSPECT, node_id, incarnation, version]
-DEAD = 7  # [DEAD, node_id, incarnation, version]
+DEAD = 7  # [DEAD, node_id, incarnation, version, (sender's alive count, sender id)]
 LEAVE = 8  # [LEAVE, node_id, incarnation, version]
 UPDATE = 9  # [UPDATE, record, want_ack]
 UPDATE_ACK = 10  # [UPDATE_ACK, incarnation, version]
@@ -466,8 +466,7 @@ class SwimState:
         known = self.members.get(record.node_id)
         if known is not None and known.status.gone and known.record.incarnation == record.incarnation:
             # It was declared dead (or left) under this incarnation: it must come back as a new one.
-            rec = known.record
-            return [SendEndpoint(record.endpoint, [DEAD, rec.node_id, rec.incarnation, rec.version])]
+            return [SendEndpoint(record.endpoint, self.dead_notice(known.record))]
         if not want_state:
             # An introduction from a member we may not know yet: it learned of us from someone else.
             return self._merge(record, MemberStatus.ALIVE, now, push=False, via=record.node_id)
@@ -492,7 +491,15 @@ class SwimState:
             if not isinstance(entry, list) or len(entry) != 2 or entry[1] not in (0, 1, 2, 3):
                 raise RecordDecodeError("bad STATE entry")
             record = MemberRecord.decode(entry[0])
-            out.extend(self._merge(record, MemberStatus(entry[1]), now, push=False, via=sender))
+            status = MemberStatus(entry[1])
+            known = self.members.get(record.node_id)
+            held_alive = record.node_id == self.me.node_id or (known is not None and not known.status.gone)
+            if sender is None and status is not MemberStatus.ALIVE and held_alive:
+                # A stranger's suspicion or verdict about us or a member we hold alive: it may be
+                # the one that was cut off (a healed partition). It teaches us members, not
+                # verdicts; dead notices settle who rejoins.
+                continue
+            out.extend(self._merge(record, status, now, push=False, via=sender))
         if full and not self.joined:
             self.joined = True
             self._joining.clear()
@@ -532,8 +539,18 @@ class SwimState:
         self._relayed[seq] = (sender, their_seq, now + self.config.probe_interval_s * 2)
         return [Send(target, [PING, seq])]
 
+    def dead_notice(self, record: MemberRecord) -> list[Any]:
+        """Tell a node we hold dead that it is: with our support (alive count) and our id, so that
+        after a healed partition exactly one side of each pair yields."""
+        return [DEAD, record.node_id, record.incarnation, record.version, self._support(), self.me.node_id]
+
+    def _support(self) -> int:
+        # Members we hold alive (not merely unsuspected): a node cut off suspects everyone.
+        return 1 + sum(1 for m in self.members.values() if m.status is MemberStatus.ALIVE)
+
     def _claim(self, message: list[Any]) -> tuple[str, int, int]:
-        _expect_len(message, 4)
+        if len(message) < 4:
+            raise RecordDecodeError(f"membership message {message[0]} must have 4 fields, has {len(message)}")
         node_id, incarnation, version = message[1], message[2], message[3]
         if not is_valid_node_id(node_id) or not isinstance(incarnation, int) or not isinstance(version, int):
             raise RecordDecodeError("bad membership claim")
@@ -570,8 +587,20 @@ class SwimState:
     def _on_dead(self, sender: str | None, message: list[Any], now: float) -> list[Output]:
         node_id, incarnation, version = self._claim(message)
         if node_id == self.me.node_id:
-            if incarnation == self.me.incarnation and not self.left:
+            if incarnation != self.me.incarnation or self.left:
+                return []
+            if sender is not None:
+                # A member we hold alive saw us dead: we were cut off or stalled. Come back anew.
                 return [Event("self_dead", self.me)]
+            # From a node we hold dead ourselves (a partition healed): the side with more support
+            # stays; the other rejoins. We tell a weaker side so, in turn.
+            support = message[4] if len(message) > 4 and type(message[4]) is int else 0
+            their_id = message[5] if len(message) > 5 and is_valid_node_id(message[5]) else ""
+            if (support, their_id) > (self._support(), self.me.node_id):
+                return [Event("self_dead", self.me)]
+            theirs = self.members.get(their_id)
+            if theirs is not None and theirs.status is MemberStatus.DEAD:
+                return [SendEndpoint(theirs.record.endpoint, self.dead_notice(theirs.record))]
             return []
         if sender is None:
             return []

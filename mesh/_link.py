@@ -468,6 +468,9 @@ class MeshLink:
                 if status is not None and status.gone:
                     self._tell_dead(node_id, incarnation)
                 return
+            if peer is not None and peer.record.incarnation > incarnation:
+                self.stats["stale_frames"] += 1  # an older incarnation of a member: its claims are stale
+                return
             self._on_handshake(node_id, body)
             return
         assert self._transport is not None
@@ -495,10 +498,10 @@ class MeshLink:
             self.stats["bad_frames"] += 1
             self._log_bad(str(exc), node_id)
             return
-        known = node_id in self._peers
+        # Only called for senders that are not (this incarnation of) a member: they speak as strangers.
         for record in records[:64]:
             if isinstance(record, list) and len(record) == 2 and record[0] == wire.MEMBER:
-                self._membership.receive(node_id if known else None, record[1])
+                self._membership.receive(None, record[1])
             else:
                 self.stats["bad_frames"] += 1
 
@@ -508,12 +511,13 @@ class MeshLink:
         now = time.monotonic()
         if now - self._dead_notified.get(node_id, 0.0) < 1.0:
             return
-        self._dead_notified[node_id] = now
         record = self._membership.record_of(node_id)
-        if record is not None and self._transport is not None:
-            self._transport.send(
-                record.endpoint, incarnation, [wire.MEMBER, [7, node_id, incarnation, record.version]], handshake=True
-            )
+        if record is None or record.incarnation != incarnation:
+            return  # a frame from an incarnation already replaced by a newer one: it knows, drop it
+        self._dead_notified[node_id] = now
+        notice = self._membership.dead_notice(node_id)
+        if notice is not None and self._transport is not None:
+            self._transport.send(record.endpoint, incarnation, [wire.MEMBER, notice], handshake=True)
 
     def _on_record(self, peer: Peer, record: Any) -> None:
         if not isinstance(record, list) or not record:

@@ -165,11 +165,18 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _advertised_host(host: str, advertise: str | None) -> str:
+def _advertised_host(host: str, advertise: str | None, interfaces: Sequence[str] | None = None) -> str:
+    """The address peers should dial: ``advertise``, the bound address, or for a wildcard bind the
+    first non-loopback address of the interfaces mDNS uses (never a wildcard)."""
     if advertise:
         return advertise
     if host not in ("0.0.0.0", "*", "::", ""):
         return host
+    from discovery import local_addresses_for
+
+    for address in local_addresses_for(interfaces, ipv6=host == "::"):
+        if not ipaddress.ip_address(address).is_loopback:
+            return address
     try:
         for family, _, _, _, sockaddr in socket.getaddrinfo(socket.gethostname(), None):
             address = str(sockaddr[0])
@@ -460,7 +467,7 @@ class MeshNode:
                 self._security.stop()
             raise
         self._port = port  # a restarted node keeps its address
-        self._address = _endpoint(_advertised_host(self._host, self._advertise), port)
+        self._address = _endpoint(_advertised_host(self._host, self._advertise, self._mdns_interfaces), port)
         if self._security is not None:
             self._address += "#" + self._security.public_key.decode()
         self._warn_if_exposed()

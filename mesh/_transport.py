@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import struct
 from collections import deque
@@ -61,17 +62,20 @@ def raise_fd_limit() -> None:
 
 
 def routing_id(node_id: str, incarnation: int) -> bytes:
-    return node_id.encode() + b"\x00" + incarnation.to_bytes(8, "big")
+    """node id, NUL, incarnation (8 bytes), and a nonce (4 bytes) unique to the socket: a ROUTER never
+    sees two connections with one id, so it never needs ZeroMQ's handover (whose error path aborts
+    libzmq 4.3.5: zeromq/libzmq#4841)."""
+    return node_id.encode() + b"\x00" + incarnation.to_bytes(8, "big") + os.urandom(4)
 
 
 def parse_routing_id(rid: bytes) -> tuple[str, int] | None:
-    if len(rid) < 10 or rid[-9] != 0:
+    if len(rid) < 14 or rid[-13] != 0:
         return None
     try:
-        node_id = rid[:-9].decode()
+        node_id = rid[:-13].decode()
     except UnicodeDecodeError:
         return None
-    return node_id, int.from_bytes(rid[-8:], "big")
+    return node_id, int.from_bytes(rid[-12:-4], "big")
 
 
 @dataclass(eq=False)
@@ -146,7 +150,6 @@ class Transport:
         router = self._context.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         router.setsockopt(zmq.RCVHWM, 0)  # bounded by the peers' credit windows, not by dropping
         router.setsockopt(zmq.MAXMSGSIZE, self._frame_limit)
         self._keepalive(router)
