@@ -58,6 +58,7 @@ T = TypeVar("T", bound=Agent)
 # The id of the agent whose handler runs (the same variable MessageHandlerContext reads).
 _HANDLER_VAR: ContextVar[Any] = MessageHandlerContext._MESSAGE_HANDLER_CONTEXT
 _RETRY = object()
+LATENCY_SAMPLES = 1024  # remote calls whose round trip statistics() summarises
 RPC_RETRIES = 3  # a call the receiver does not own in its view is retried after the views resync
 _warned_insecure_bind = False
 
@@ -294,6 +295,9 @@ class MeshNode:
         self._moving: dict[AgentId, list[Callable[[], None]]] = {}
         self._mdns: Any = None
         self._view_listeners: list[Callable[[], None]] = []
+        # Round trips of the last remote calls (seconds), for statistics(): a ring, no allocation.
+        self._latencies: list[float] = [0.0] * LATENCY_SAMPLES
+        self._latency_count = 0
         self._stats: dict[str, int] = {
             "published": 0,
             "sent": 0,
@@ -388,6 +392,10 @@ class MeshNode:
         stats["agents"] = len(self._agents.instances)
         stats["peers"] = len(self._link.peers())
         stats["unacknowledged"] = self._link.unacknowledged()
+        samples = sorted(self._latencies[: min(self._latency_count, LATENCY_SAMPLES)])
+        if samples:
+            stats["rpc_latency_p50_us"] = round(samples[len(samples) // 2] * 1e6, 1)
+            stats["rpc_latency_p99_us"] = round(samples[min(len(samples) - 1, len(samples) * 99 // 100)] * 1e6, 1)
         return stats
 
     @property
@@ -1118,6 +1126,7 @@ class MeshNode:
         message_id: str,
     ) -> Any:
         type_name, content_type, payload = body
+        started = time.perf_counter()
         req_id, future = self._link.new_call(owner, recipient)
         record = [
             wire.RPC,
@@ -1141,7 +1150,10 @@ class MeshNode:
         try:
             if not self._link.try_send_data(owner, record, len(payload) + 128):
                 await self._link.send_data(owner, record, len(payload) + 128)
-            return await future
+            result = await future
+            self._latencies[self._latency_count % LATENCY_SAMPLES] = time.perf_counter() - started
+            self._latency_count += 1
+            return result
         except asyncio.CancelledError:
             self._link.cancel_call(req_id)
             raise
@@ -1395,6 +1407,24 @@ class MeshNode:
         if op == "get":
             return None
         raise ValueError(f"unknown agent operation {op!r}")
+
+    async def peer_statistics(self, node_id: str, timeout: float = 2.0) -> dict[str, Any]:
+        """The :meth:`statistics` of a peer, asked over the mesh.
+
+        Raises:
+            AgentUnreachableError: ``node_id`` is not a live peer.
+            TimeoutError: no answer within ``timeout`` seconds.
+        """
+        if node_id == self._node_id:
+            return self.statistics()
+        req_id, future = self._link.new_call(node_id, None)
+        self._link.send_control(node_id, [wire.STATS, req_id, self._node_id])
+        try:
+            async with asyncio.timeout(timeout):
+                stats: dict[str, Any] = await future
+        finally:
+            self._link.forget_call(req_id)
+        return stats
 
     async def _agent_op(self, op: str, agent_id: AgentId, argument: Any = None) -> Any:
         """Run ``op`` on the agent's owner, here or remotely."""
