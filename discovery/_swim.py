@@ -457,10 +457,8 @@ class SwimState:
         if record.node_id == self.me.node_id:
             return []
         if record.mesh != self.me.mesh:
-            return [
-                SendEndpoint(record.endpoint, [REFUSE, f"mesh name {self.me.mesh!r} is not {record.mesh!r}"]),
-                Event("refused", record, f"join from mesh {record.mesh!r}"),
-            ]
+            # Not answered: a stranger must not make this node connect to an address it names.
+            return [Event("refused", record, f"a join from mesh {record.mesh!r} (this is {self.me.mesh!r})")]
         if record.protocol[0] != self.me.protocol[0]:
             return [Event("refused", record, f"protocol {record.protocol[0]}.{record.protocol[1]}")]
         known = self.members.get(record.node_id)
@@ -705,6 +703,8 @@ class SwimState:
         if not isinstance(reason, str):
             # str() of a peer's value could recurse through ~1000 nested lists (RecursionError).
             raise RecordDecodeError("REFUSE must give its reason as text")
+        if sender is None and not (self._joining or now < self._reconnect_until):
+            return []  # a stranger's refusal of something we did not ask for
         return [Event("refused", None, reason[:200])]
 
     # -- merging ----------------------------------------------------------------------------------

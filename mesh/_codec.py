@@ -59,12 +59,31 @@ class FrameDecodeError(MeshError, ValueError):
     """A frame or record from a peer is malformed. Names the peer, the record and what was wrong."""
 
 
-def decode_records(body: memoryview | bytes, peer: str, max_size: int) -> list[Any]:
-    """The records of a frame body."""
+def decode_records(
+    body: memoryview | bytes, peer: str, max_size: int, container_budget: int | None = None
+) -> list[Any]:
+    """The records of a frame body.
+
+    ``container_budget`` bounds the lists and maps the body may decode into (for frames from
+    strangers): msgpack spends one byte on an empty list that costs Python over fifty.
+    """
     if len(body) > max_size:
         raise FrameDecodeError(f"frame from {peer} is {len(body)} bytes, over the limit of {max_size}")
+    options: dict[str, Any] = {}
+    if container_budget is not None:
+        left = [container_budget]
+
+        def count(value: Any) -> Any:
+            left[0] -= 1
+            if left[0] < 0:
+                raise FrameDecodeError(f"frame from {peer} holds more than {container_budget} lists and maps")
+            return value
+
+        options = {"list_hook": count, "object_hook": count}
     try:
-        records = msgpack.unpackb(body, raw=False, use_list=True, strict_map_key=True)
+        records = msgpack.unpackb(body, raw=False, use_list=True, strict_map_key=True, **options)
+    except FrameDecodeError:
+        raise
     except Exception as exc:
         raise FrameDecodeError(f"frame from {peer} is not valid msgpack at offset ~{_offset(exc)}: {exc}") from None
     if not isinstance(records, list):
@@ -161,13 +180,23 @@ def _wire_arg(value: Any) -> Any:
     return repr(value)[:MAX_TEXT]
 
 
+def _shape(value: Any) -> str:
+    """A short description of a value from a peer, never its repr (which may recurse or be huge)."""
+    return f"<{type(value).__name__}>"
+
+
+def reason(value: Any) -> str:
+    """A reason text a peer sent, or a placeholder when it is not text."""
+    return value[:MAX_TEXT] if isinstance(value, str) else _shape(value)
+
+
 def error_from_wire(name: Any, args: Any, tb: Any, allowed: dict[str, type[BaseException]]) -> BaseException:
     """Rebuild a remote exception: same type when it is allowed, otherwise RemoteAgentError."""
     name = _str(name, "exception type name", 1024)
     tb = _str(tb, "traceback", MAX_TRACEBACK + 1024) if tb is not None else ""
     if not isinstance(args, list):
-        args = [repr(args)]
-    args = [a if a is None or isinstance(a, bool | int | float | str | bytes) else repr(a) for a in args[:16]]
+        args = [_shape(args)]
+    args = [a if a is None or isinstance(a, bool | int | float | str | bytes) else _shape(a) for a in args[:16]]
     cls = resolve_exception_type(name, allowed)
     message = str(args[0]) if len(args) == 1 else (str(tuple(args)) if args else "")
     if cls is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -21,6 +22,10 @@ from typing import Any
 logger = logging.getLogger("mesh")
 
 WorkItem = tuple[Any, ...]  # (async function, *args)
+
+# A worker that has run handlers inline for this long lets the event loop turn once: handlers that
+# never await would otherwise keep probe acknowledgements, credits and replies from going out.
+YIELD_AFTER_S = 0.005
 
 
 class Dispatcher:
@@ -179,6 +184,8 @@ class Dispatcher:
         task = asyncio.current_task()
         assert task is not None
         self._pending -= 1
+        clock = time.monotonic
+        run_since = clock()
         try:
             while self._running:
                 if not queue:
@@ -190,6 +197,7 @@ class Dispatcher:
                     self._idle.append(waiter)
                     await waiter
                     self._pending -= 1
+                    run_since = clock()
                     continue
                 item = queue.popleft()
                 if queue and not self._check_scheduled:
@@ -212,6 +220,9 @@ class Dispatcher:
                     self.completed += 1
                     if self._room_callbacks and not self.saturated:
                         self._fire_room()
+                if clock() - run_since > YIELD_AFTER_S:
+                    await asyncio.sleep(0)
+                    run_since = clock()
         finally:
             self._workers.discard(task)
             if self._idle_event is not None and self.is_idle():

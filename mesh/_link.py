@@ -38,6 +38,7 @@ logger = logging.getLogger("mesh")
 
 BIND_RETRY_S = 2.0  # how long a restarting node waits for its old port to be released
 MAX_FORWARDED = 10_000  # remembered forwarded calls (to pass on their cancels)
+MAX_STRANGER_LINKS = 64  # open connections to endpoints that are not members (seeds, knocks)
 
 
 @dataclass
@@ -103,6 +104,7 @@ class MeshLink:
             "window_violations": 0,
             "forwarded": 0,
             "retried": 0,
+            "refused_joins": 0,
         }
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -214,8 +216,16 @@ class MeshLink:
             self._transport.send(member.endpoint, member.incarnation, [wire.MEMBER, message], handshake=handshake)
 
     def send_to_endpoint(self, endpoint: str, message: list[Any]) -> None:
-        if self._transport is not None:
-            self._transport.send(endpoint, 0, [wire.MEMBER, message], handshake=True)
+        if self._transport is None:
+            return
+        self._transport.send(endpoint, 0, [wire.MEMBER, message], handshake=True)
+        # Connections to endpoints that are not members (seeds, knocks, notices) are few; close the
+        # oldest beyond a bound, so that nothing a stranger names can pile sockets up.
+        members = {p.record.endpoint for p in self._peers.values()}
+        strangers = [e for e in self._transport.links() if e not in members]
+        for old in strangers[: max(0, len(strangers) - MAX_STRANGER_LINKS)]:
+            if old != endpoint:
+                self._transport.close_link(old)
 
     # -- membership events ------------------------------------------------------------------------
 
@@ -255,7 +265,8 @@ class MeshLink:
         elif kind == "self_dead":
             self._node._declared_dead()
         elif kind == "refused":
-            logger.error("membership refused: %s", event.detail)
+            self.stats["refused_joins"] += 1
+            self._log_bad(f"membership refused: {event.detail}", "a peer")
         if self._peers_changed is not None:
             self._peers_changed.set()
 
@@ -492,8 +503,11 @@ class MeshLink:
 
     def _on_handshake(self, node_id: str, body: memoryview) -> None:
         assert self._transport is not None and self._membership is not None
+        # A stranger's frame: its records must stay about the size of their bytes once decoded
+        # (a full membership state has about one list per hundred bytes).
+        budget = 256 + len(body) // 16
         try:
-            records = wire.decode_records(body, node_id, self._transport.frame_limit)
+            records = wire.decode_records(body, node_id, self._transport.frame_limit, budget)
         except FrameDecodeError as exc:
             self.stats["bad_frames"] += 1
             self._log_bad(str(exc), node_id)

@@ -1164,8 +1164,10 @@ class MeshNode:
             _forget_callback(token, cancel)
 
     def _complete_call(self, future: asyncio.Future[Any], status: Any, a: Any, b: Any, c: Any) -> None:
-        """A reply arrived for one of our calls."""
+        """A reply arrived for one of our calls: whatever a peer sent, the call ends here."""
         try:
+            if type(status) is not int:
+                raise FrameDecodeError("reply status must be an integer")
             if status == wire.OK:
                 body = wire.body_from_wire(a, b, c)
                 future.set_result(self._serializers.decode(body.type_name, body.content_type, body.payload))
@@ -1174,14 +1176,19 @@ class MeshNode:
             elif status == wire.RETRY:
                 future.set_result(_RETRY)
             elif status == wire.UNKNOWN_TYPE:
-                future.set_exception(compat(UnknownAgentTypeError)(str(a)))
+                future.set_exception(compat(UnknownAgentTypeError)(wire.reason(a)))
             elif status == wire.NOT_RUN:
-                future.set_exception(compat(AgentUnreachableError)(str(a)))
+                future.set_exception(compat(AgentUnreachableError)(wire.reason(a)))
             else:
-                raise FrameDecodeError(f"unknown reply status {status!r}")
-        except (FrameDecodeError, ValueError) as exc:
+                raise FrameDecodeError(f"unknown reply status {status}")
+        except Exception as exc:  # a malformed reply still ends the call, with the reason
             if not future.done():
-                future.set_exception(exc)
+                error = (
+                    exc
+                    if isinstance(exc, FrameDecodeError | ValueError)
+                    else FrameDecodeError(f"malformed reply ({type(exc).__name__})")
+                )
+                future.set_exception(error)
 
     async def _run_rpc(self, agent_id: AgentId, message: Any, ctx: MessageContext, future: asyncio.Future[Any]) -> None:
         if future.done() or ctx.cancellation_token.is_cancelled():

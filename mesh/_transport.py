@@ -19,6 +19,7 @@ import logging
 import os
 import resource
 import struct
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +35,9 @@ logger = logging.getLogger("mesh")
 
 RECV_BATCH = 1024  # frames drained per readiness callback before other callbacks get a turn
 MAX_PENDING_FRAMES = 10_000  # frames kept for a peer that is not writable before the oldest are dropped
-MAX_SOCKETS = 16_384  # libzmq's default of 1 023 is too few for dozens of full-mesh nodes in a process
+MAX_SOCKETS = 16_384
+ROUTER_RCVHWM = 10_000
+BIG_FRAME = 1_048_576  # libzmq's default of 1 023 is too few for dozens of full-mesh nodes in a process
 
 _shared_context: zmq.Context[Any] | None = None
 
@@ -127,7 +130,7 @@ class Transport:
         self._packer = msgpack.Packer(use_bin_type=True)
         self._frame_limit = config.max_message_size + 64 * 1024
         self._closed = False
-        self._refused_versions: set[bytes] = set()
+        self._version_log_at = 0.0
         self._refused_endpoints: set[str] = set()
         self.stats = {
             "frames_in": 0,
@@ -150,7 +153,9 @@ class Transport:
         router = self._context.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        router.setsockopt(zmq.RCVHWM, 0)  # bounded by the peers' credit windows, not by dropping
+        # Frames queued in libzmq before this node reads them: peers' credit windows keep far below;
+        # a sender that ignores them is held back by TCP when it is reached.
+        router.setsockopt(zmq.RCVHWM, ROUTER_RCVHWM)
         router.setsockopt(zmq.MAXMSGSIZE, self._frame_limit)
         self._keepalive(router)
         if ":" in host and not host.startswith("["):
@@ -236,6 +241,9 @@ class Transport:
     def has_link(self, endpoint: str) -> bool:
         return endpoint in self._links
 
+    def links(self) -> list[str]:
+        return list(self._links)
+
     def send(self, endpoint: str, target_incarnation: int, record: Any, size: int = 0, handshake: bool = False) -> None:
         """Queue ``record`` for the node at ``endpoint``; it is written at the end of this loop
         iteration, together with everything else queued for that peer."""
@@ -273,7 +281,9 @@ class Transport:
                 total += outbox[j][3] + 64
                 j += 1
             records = [entry[2] for entry in outbox[i:j]]
-            link.pending.append(HEADER.pack(MAGIC, PROTOCOL_MAJOR, PROTOCOL_MINOR, cls, inc) + pack(records))
+            # The shared packer keeps its largest buffer: big frames get a buffer of their own.
+            body = pack(records) if total < BIG_FRAME else msgpack.packb(records, use_bin_type=True)
+            link.pending.append(HEADER.pack(MAGIC, PROTOCOL_MAJOR, PROTOCOL_MINOR, cls, inc) + body)
             i = j
         if len(link.pending) > MAX_PENDING_FRAMES:
             drop = len(link.pending) - MAX_PENDING_FRAMES
@@ -384,8 +394,9 @@ class Transport:
             self._on_bad_frame("bad magic", rid)
             return
         if major != PROTOCOL_MAJOR:
-            if rid not in self._refused_versions and len(self._refused_versions) < 1024:
-                self._refused_versions.add(rid)
+            now = time.monotonic()
+            if now >= self._version_log_at:  # one line per interval, however many ids
+                self._version_log_at = now + self._config.bad_frame_log_interval_s
                 logger.error(
                     "refusing node %s: it speaks protocol %d.%d, this node %d.%d (major versions must match)",
                     parsed[0],
@@ -404,10 +415,10 @@ class Transport:
             return
         try:
             self._on_frame(parsed[0], parsed[1], cls, memoryview(frame)[HEADER.size :])
-        except Exception:
-            # Nothing a peer sends may stop this node from reading: count it and go on.
-            logger.exception("unexpected error handling a frame from %s", parsed[0])
-            self._on_bad_frame("frame could not be handled", rid)
+        except Exception as exc:
+            # Nothing a peer sends may stop this node from reading: count it (rate-limited log) and go on.
+            logger.debug("error handling a frame from %s", parsed[0], exc_info=True)
+            self._on_bad_frame(f"frame could not be handled ({type(exc).__name__})", rid)
 
 
 def _events(sock: zmq.Socket[Any]) -> int:

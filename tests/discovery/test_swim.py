@@ -334,7 +334,8 @@ def test_a_node_of_another_mesh_is_refused_and_never_becomes_a_member() -> None:
     stranger = sim.add_node("stranger", mesh="other")
     sim.run_for(5.0)
     assert [e.observer for e in log_of(sim, "refused")].count(ids[0]) >= 1  # the seed refused it
-    assert any(e.observer == stranger for e in log_of(sim, "refused"))  # and told it so
+    # ...without answering: a stranger must not make a node connect to an address it names.
+    assert not any(e.observer == stranger for e in log_of(sim, "refused"))
     assert all(stranger not in n.state.members for i, n in sim.nodes.items() if i != stranger)
     assert sim.nodes[stranger].state.members == {} and not sim.nodes[stranger].state.joined
     for i in ids:
@@ -372,7 +373,10 @@ def test_records_of_another_mesh_are_ignored_even_from_a_member() -> None:
     out = state.receive("s", [STATE, [[record("x", mesh="other").encode(), 0]], False], 1.0)
     assert out == [] and "x" not in state.members
     out = state.receive(None, [1, record("y", mesh="other").encode()], 1.0)
-    assert isinstance(out[0], SendEndpoint) and out[0].message[0] == REFUSE and "y" not in state.members
+    assert [(type(o), o.kind) for o in out if isinstance(o, Event)] == [(Event, "refused")]
+    assert not any(isinstance(o, Send | SendEndpoint) for o in out) and "y" not in state.members
+    # A refusal nobody asked for is ignored; one answering our own join is reported.
+    assert state.receive(None, [REFUSE, "go away"], 1.0) == []
 
 
 def test_a_digest_with_news_pulls_them_and_answers_with_what_the_peer_lacks() -> None:
