@@ -117,13 +117,29 @@ def agent_id_to_wire(agent_id: AgentId | None) -> list[str] | None:
     return None if agent_id is None else [agent_id.type, agent_id.key]
 
 
+# AgentIds recently read from the wire, so that the hot path does not build and validate one per
+# message (bounded; the key strings are checked before they are looked up).
+_IDS: dict[tuple[str, str], AgentId] = {}
+_IDS_SIZE = 8192
+
+
 def agent_id_from_wire(value: Any, what: str) -> AgentId:
+    if type(value) is list and len(value) == 2:
+        agent_type, key = value
+        if type(agent_type) is str and type(key) is str:
+            known = _IDS.get((agent_type, key))
+            if known is not None:
+                return known
     if not (isinstance(value, list) and len(value) == 2):
         raise FrameDecodeError(f"{what} must be [type, key]")
     agent_type, key = value
     if not is_valid_agent_type(agent_type):
         raise FrameDecodeError(f"{what} has an invalid agent type")
-    return AgentId(agent_type, _str(key, f"{what} key"))
+    agent_id = AgentId(agent_type, _str(key, f"{what} key"))
+    if len(_IDS) >= _IDS_SIZE:
+        _IDS.clear()
+    _IDS[(agent_type, key)] = agent_id
+    return agent_id
 
 
 def optional_agent_id(value: Any, what: str) -> AgentId | None:

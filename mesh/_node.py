@@ -1261,25 +1261,36 @@ class MeshNode:
                 )
             )
 
-    async def _decode(self, agent_id: AgentId, body: Body) -> Any:
+    def _decode_now(self, body: Body) -> Any:
+        """The body's message, decoded once; UnknownPayload when this node knows no such type."""
         if body.value is not wire._UNSET:
             return body.value
         try:
             value = self._serializers.decode(body.type_name, body.content_type, body.payload)
-            if isinstance(value, UnknownPayload) and self._agents.hosts(agent_id.type):
-                # The agent's class may name the type: learn its handlers' types and try again.
-                agent = await self._agents.get(agent_id)
-                self._learn_agent_class(type(agent))
-                value = self._serializers.decode(body.type_name, body.content_type, body.payload)
         except ValueError:
             self._stats["bad_payloads"] += 1
             raise
+        if not isinstance(value, UnknownPayload):
+            body.value = value
+        return value
+
+    async def _decode(self, agent_id: AgentId, body: Body) -> Any:
+        value = self._decode_now(body)
+        if isinstance(value, UnknownPayload) and self._agents.hosts(agent_id.type):
+            # The agent's class may name the type: learn its handlers' types and try again.
+            agent = await self._agents.get(agent_id)
+            self._learn_agent_class(type(agent))
+            value = self._decode_now(body)
         body.value = value
         return value
 
     async def _run_remote_event(self, agent_id: AgentId, body: Body, ctx: MessageContext) -> None:
         try:
-            message = await self._decode(agent_id, body)
+            message = body.value
+            if message is wire._UNSET:
+                message = self._decode_now(body)
+                if isinstance(message, UnknownPayload):
+                    message = await self._decode(agent_id, body)
         except Exception as exc:
             logger.error("publish to %s dropped: %s", agent_id, exc)
             return

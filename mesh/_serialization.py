@@ -167,6 +167,7 @@ def _json_default(value: Any) -> Any:
 
 # Same output as json.dumps(asdict(message)) without asdict's deep copy of every field.
 _JSON_ENCODER = json.JSONEncoder(default=_json_default)
+_JSON_DECODER = json.JSONDecoder()
 
 
 class DataclassJsonMessageSerializer(MessageSerializer[T]):
@@ -186,7 +187,7 @@ class DataclassJsonMessageSerializer(MessageSerializer[T]):
         return self._type_name
 
     def deserialize(self, payload: bytes) -> T:
-        data = json.loads(payload)
+        data = _JSON_DECODER.decode(payload.decode("utf-8"))
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object for {self._type_name}, got {type(data).__name__}")
         result: T = _build_dataclass(self.cls, data)
