@@ -114,6 +114,10 @@ class Membership:
                 waiter.set_result(None)
         self._ack_waiters.clear()
 
+    def evict(self, node_id: str) -> None:
+        """Hold ``node_id`` dead here (its key was withdrawn)."""
+        self._run(self._state.evict(node_id, self._clock()))
+
     def leave(self) -> None:
         """Tell every member that this node leaves (they remove it at once)."""
         self._run(self._state.leave(self._clock()))

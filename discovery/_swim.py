@@ -239,6 +239,14 @@ class SwimState:
         self.awaiting_ack = {n for n, m in self.members.items() if m.status is MemberStatus.ALIVE}
         return self._broadcast([UPDATE, self.me.encode(), True])
 
+    def evict(self, node_id: str, now: float) -> list[Output]:
+        """Hold a member dead on this node's own authority (its key was withdrawn): it must come
+        back as a new incarnation, through the front door."""
+        member = self.members.get(node_id)
+        if member is None or member.status.gone:
+            return []
+        return self._declare(member, MemberStatus.DEAD, now)
+
     def leave(self, now: float) -> list[Output]:
         self.left = True
         out = self._broadcast([LEAVE, self.me.node_id, self.me.incarnation, self.me.version])

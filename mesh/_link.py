@@ -38,6 +38,7 @@ logger = logging.getLogger("mesh")
 
 BIND_RETRY_S = 2.0  # how long a restarting node waits for its old port to be released
 MAX_FORWARDED = 10_000  # remembered forwarded calls (to pass on their cancels)
+CREDIT_DELAY_S = 0.002  # longest a credit below a quarter window waits before it is sent
 MAX_STRANGER_LINKS = 64  # open connections to endpoints that are not members (seeds, knocks)
 
 
@@ -90,6 +91,11 @@ class MeshLink:
         # Tokens of publishes from peers whose publisher may still cancel them (bounded, oldest out).
         self._publish_tokens: OrderedDict[tuple[str, str], CancellationToken] = OrderedDict()
         self._credit_flush_scheduled = False
+        self._credit_timer: asyncio.TimerHandle | None = None
+        # Credits go back once a quarter of a window is due (or after CREDIT_DELAY_S): a send
+        # wakes libzmq's I/O thread, which costs more than a message on this hot path.
+        self._credit_msgs_due = max(1, config.window_messages // 4)
+        self._credit_bytes_due = max(1, config.window_bytes // 4)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dead_notified: dict[str, float] = {}
         self._bad_log_at = 0.0
@@ -162,6 +168,10 @@ class MeshLink:
             self._transport.flush()
 
     def close(self) -> None:
+        if self._credit_timer is not None:
+            self._credit_timer.cancel()
+            self._credit_timer = None
+        self._credit_flush_scheduled = False
         if self._membership is not None:
             self._membership.stop()
         for peer in list(self._peers.values()):
@@ -435,6 +445,9 @@ class MeshLink:
     def reply(self, origin: str, req_id: int, status: int, a: Any = None, b: Any = None, c: Any = None) -> None:
         if not self.send_control(origin, [wire.REPLY, req_id, status, a, b, c]):
             logger.debug("reply %d to %s dropped: the caller is not a live member", req_id, origin)
+        elif self._transport is not None and self._node._dispatcher.queued == 0:
+            # Nothing else is coming soon to batch it with: write it now, not a loop turn later.
+            self._transport.flush()
 
     def publish_token(self, origin: str, message_id: str) -> CancellationToken:
         token = CancellationToken()
@@ -584,9 +597,13 @@ class MeshLink:
             peer.received_uncredited -= 1
             peer.due_msgs += 1
             peer.due_bytes += size
-            if not self._credit_flush_scheduled and self._loop is not None:
-                self._credit_flush_scheduled = True
-                self._loop.call_soon(self._flush_credits)
+            loop = self._loop
+            if loop is not None and not self._credit_flush_scheduled:
+                if peer.due_msgs >= self._credit_msgs_due or peer.due_bytes >= self._credit_bytes_due:
+                    self._credit_flush_scheduled = True
+                    loop.call_soon(self._flush_credits)
+                elif self._credit_timer is None:
+                    self._credit_timer = loop.call_later(CREDIT_DELAY_S, self._flush_credits)
 
     def _release_held(self) -> None:
         dispatcher = self._node._dispatcher
@@ -604,6 +621,9 @@ class MeshLink:
 
     def _flush_credits(self) -> None:
         self._credit_flush_scheduled = False
+        if self._credit_timer is not None:
+            self._credit_timer.cancel()
+            self._credit_timer = None
         for peer in self._peers.values():
             if peer.due_msgs:
                 self.send_control(peer.node_id, [wire.CREDIT, peer.due_msgs, peer.due_bytes])

@@ -178,14 +178,8 @@ def _advertised_host(host: str, advertise: str | None, interfaces: Sequence[str]
     for address in local_addresses_for(interfaces, ipv6=host == "::"):
         if not ipaddress.ip_address(address).is_loopback:
             return address
-    try:
-        for family, _, _, _, sockaddr in socket.getaddrinfo(socket.gethostname(), None):
-            address = str(sockaddr[0])
-            if family in (socket.AF_INET, socket.AF_INET6) and not ipaddress.ip_address(address).is_loopback:
-                return address
-    except OSError:
-        pass
-    return "127.0.0.1"
+    # No LAN address on these interfaces: only this machine can reach the node.
+    return "::1" if host == "::" else "127.0.0.1"
 
 
 def _endpoint(host: str, port: int) -> str:
@@ -281,7 +275,9 @@ class MeshNode:
         self._link = MeshLink(self, self._config)
         self._capabilities: set[str] = set()
         self._info = self._local_info()
-        self._table = RoutingTable({self._node_id: self._info})
+        self._table_now = RoutingTable({self._node_id: self._info})
+        self._table_stale = False
+        self._view_scheduled = False
         self._view = 0
         self._view_event: asyncio.Event | None = None
         self._running = False
@@ -435,14 +431,9 @@ class MeshNode:
             return self._start_task
         if self._running:
             raise RuntimeError("Runtime is already started")
+        # A failure reaches whoever awaits this task; if nobody does, asyncio reports it.
         self._start_task = asyncio.get_running_loop().create_task(self._start(), name=f"mesh-start-{self._name}")
-        self._start_task.add_done_callback(self._log_start_failure)
         return self._start_task
-
-    @staticmethod
-    def _log_start_failure(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("node failed to start: %s", task.exception())
 
     def _transport_options(self) -> dict[str, Any]:
         """Extra transport arguments: a secured node has its own context and sets up CURVE."""
@@ -456,9 +447,24 @@ class MeshNode:
         return self._security.public_key.decode() if self._security is not None else None
 
     def reload_authorized_keys(self) -> None:
-        """Read the authorized keys directory again (after adding or removing a node's key)."""
-        if self._security is not None:
-            self._security.reload()
+        """Read the authorized keys directory again (after adding or removing a node's key).
+
+        A peer whose key is no longer allowed is cut off at once: held dead here, it must connect
+        again, and the new handshake refuses it (ZeroMQ checks keys only when a connection opens).
+        """
+        if self._security is None:
+            return
+        self._security.reload()
+        membership = self._link.membership
+        for peer in self._link.peers():
+            if not self._security.allows_endpoint(peer.record.endpoint) and membership is not None:
+                logger.warning("node %s's key is no longer allowed: cutting it off", peer.record.name)
+                membership.evict(peer.node_id)
+
+    @property
+    def agent_types(self) -> dict[str, str]:
+        """The agent types registered on this node: type -> "factory" or "instance"."""
+        return {name: info.kind for name, info in self._info.types.items()}
 
     async def _start(self) -> None:
         if self._stopping is not None:
@@ -581,7 +587,8 @@ class MeshNode:
             self._security.stop()
         self._running = False
         self._leaving = False
-        self._table = RoutingTable({self._node_id: self._info})
+        self._table_now = RoutingTable({self._node_id: self._info})
+        self._table_stale = False
 
     def _fail_item(self, item: tuple[Any, ...]) -> None:
         """A queued item that never started because the node stopped: its caller must not hang."""
@@ -813,16 +820,32 @@ class MeshNode:
             if stragglers:
                 logger.info("registration not yet acknowledged by %d peer(s); gossip will repair", len(stragglers))
 
+    @property
+    def _table(self) -> RoutingTable:
+        """The routing table, rebuilt on first use after a change: a join storm that brings dozens
+        of membership events in one go costs one rebuild, not one per event."""
+        if self._table_stale:
+            infos = self._link.infos() if self._running else {}
+            if not self._leaving:
+                infos[self._node_id] = self._info
+            self._table_now = RoutingTable(infos)
+            self._table_stale = False
+        return self._table_now
+
     def _view_changed(self) -> None:
-        """Rebuild the routing table from this node's registrations and its peers'."""
-        infos = self._link.infos() if self._running else {}
-        if not self._leaving:
-            infos[self._node_id] = self._info
-        self._table = RoutingTable(infos)
+        """This node's registrations or its peers changed: the table is rebuilt when next used, and
+        ownership moves and view listeners run once the current burst of changes is over."""
+        self._table_stale = True
         self._view += 1
         if self._view_event is not None:
             self._view_event.set()
             self._view_event = asyncio.Event()
+        if not self._view_scheduled:
+            self._view_scheduled = True
+            asyncio.get_running_loop().call_soon(self._after_view_change)
+
+    def _after_view_change(self) -> None:
+        self._view_scheduled = False
         if self._running and not self._leaving:
             self._check_ownership()
         for listener in list(self._view_listeners):

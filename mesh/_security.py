@@ -135,7 +135,7 @@ class CurveSecurity:
         """This node's own ZeroMQ context (ZAP handlers are per context)."""
         if self._context is None or self._context.closed:
             ctx: zmq.Context[Any] = zmq.Context()
-            ctx.setsockopt(zmq.MAX_SOCKETS, MAX_SOCKETS)
+            ctx.set(zmq.MAX_SOCKETS, MAX_SOCKETS)  # a context option, before the first socket
             self._context = ctx
         return self._context
 
@@ -154,6 +154,14 @@ class CurveSecurity:
         if self._context is not None:
             self._context.destroy(linger=0)
             self._context = None
+
+    def allows_endpoint(self, endpoint: str) -> bool:
+        """Whether the key an endpoint names (per-node keys) is still allowed."""
+        try:
+            self.server_key_for(endpoint)
+        except SecurityConfigError:
+            return False
+        return True
 
     def server_key_for(self, endpoint: str) -> bytes:
         """The key the server at ``endpoint`` must prove it holds.

@@ -48,7 +48,7 @@ def shared_context() -> zmq.Context[Any]:
     if _shared_context is None or _shared_context.closed:
         raise_fd_limit()
         ctx: zmq.Context[Any] = zmq.Context()
-        ctx.setsockopt(zmq.MAX_SOCKETS, MAX_SOCKETS)
+        ctx.set(zmq.MAX_SOCKETS, MAX_SOCKETS)  # a context option (setsockopt would set a socket default)
         _shared_context = ctx
     return _shared_context
 

@@ -126,8 +126,10 @@ async def test_a_fast_publisher_is_slowed_to_a_slow_subscriber_within_its_window
         config = MeshConfig(window_messages=window, max_queued=queued, max_running_handlers=running)
         run = await _run(make_cluster, f"sub{window}", config, n, delay_s)
         runs.append(run)
-        # The publisher runs freely for one window, then waits for credit...
-        assert run.first_wait == window, run
+        # The publisher runs freely for one window, then waits for credit (a little earlier when a
+        # credit for the set-up's own messages is still on its way: credits are returned once a
+        # quarter of the window is due, or after a couple of milliseconds)...
+        assert run.first_wait is not None and window - window // 4 <= run.first_wait <= window, run
         # ...and from then on at the subscriber's pace: with at most window + queued + running
         # messages between them, it cannot finish before the subscriber handled the rest.
         ahead = window + queued + running + 1

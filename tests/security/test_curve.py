@@ -211,3 +211,25 @@ def test_binding_a_non_loopback_address_without_security_warns_once(
     _, secret = generate_keys(tmp_path, "s")
     MeshNode(discovery="none", host="0.0.0.0", secret_key_file=secret)._warn_if_exposed()
     assert not [r for r in caplog.records if "without security" in r.getMessage()]
+
+
+async def test_withdrawing_a_key_cuts_an_admitted_node_off(keys, tmp_path: Path, nodes: Nodes) -> None:
+    """ZeroMQ checks keys only when a connection opens: removing a node's key and reloading must
+    still end its membership, and its attempts to come back are refused."""
+    allowed = tmp_path / "allowed"
+    a = await nodes.start(name="a", secret_key_file=keys["a"][1], authorized_keys_dir=allowed)
+    await Echo.register(a, "echo", Echo)
+    b = await nodes.start(name="b", seeds=[a.address], secret_key_file=keys["b"][1], authorized_keys_dir=allowed)
+    await b.wait_for_peers(1, timeout=5)
+    assert await b.send_message(Ping(1), AgentId("echo", "k")) == Ping(1)
+    (allowed / "b.key").unlink()
+    a.reload_authorized_keys()
+    assert a.peers == []  # at once
+    # a neither answers b nor connects to a key it no longer trusts: b's failure detector drops a,
+    # and b's calls into the mesh end (nothing left to route to).
+    await wait_for(lambda: b.peers == [], 10, "b dropping a")
+    with pytest.raises(UnknownAgentTypeError):
+        await b.send_message(Ping(2), AgentId("echo", "k"))
+    # b keeps knocking (new connections, so new handshakes): a refuses them all.
+    await wait_for(lambda: b.statistics()["frames_out"] > 0, 5, "b sending")
+    assert a.peers == [] and a.statistics()["refused_endpoints"] >= 1
