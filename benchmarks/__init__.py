@@ -28,4 +28,20 @@ function per system::
 
 An async system function runs in a fresh event loop per repetition; a plain function (for
 example one that drives subprocesses) is called directly and must bound its own waits.
+
+More that a scenario may declare:
+
+- ``target(ECHO, "per_s", "autogen-st", at_least=10.0, text=...)``: a bar from the issue, judged on
+  the medians (on the oriented ratio to that baseline, or on our median when the baseline is
+  ``None``) and listed as met/missed under "Targets" in the report; a bar, not a test.
+- ``scenario(..., solo=True)``: our system alone, no baseline (scale); ``in_quick=False``: skipped
+  by ``--quick``; ``plot=False``: no bar plot. ``@group_plot("group")`` draws one plot for a whole
+  group from the merged report (the scale group's line plot).
+
+Processes: a scenario that crosses processes starts its children with ``_procs.Children`` (killed
+by pid when the ``with`` block ends, whatever happens) running ``python -m benchmarks._child
+ROLE CONFIG``; roles live in ``_roles_<system>.py`` and share the drivers of ``_child.py``, and
+parent and children synchronise by JSON lines over pipes, never by sleeping.
+``AGENTMESH_BENCH_PROFILE=DIR`` samples the agentmesh children with py-spy; summarise the files
+with ``python -m benchmarks._profile DIR/*.txt``.
 """

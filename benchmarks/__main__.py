@@ -11,8 +11,10 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ._framework import (
+    GROUP_PLOTS,
     REGISTRY,
     RESULTS_DIR,
     Mode,
@@ -100,24 +102,44 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run = Run.begin(mode, args.repeat, ["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])])
     _say(f"benchmarks: {len(scenarios)} scenarios, {mode} mode, {args.repeat} repetitions, results in {out}")
+    stamped = out / f"{run.run_id}-{mode}.json"
+    latest_json = out / f"latest-{mode}.json"
+    latest_md = out / f"latest-{mode}.md"
+    previous = read_json(latest_json)
     results: list[ScenarioResult] = []
+
+    def save() -> tuple[dict[str, Any], dict[str, Any]]:
+        # Written after every scenario, so a long run that is stopped keeps what it measured.
+        report = report_json(run, results)
+        merged = merge_reports(previous, report)
+        write_text(stamped, dumps_json(report))
+        write_text(latest_json, dumps_json(merged))
+        write_text(latest_md, markdown(merged))
+        return report, merged
+
     for sc in scenarios:
+        if mode == "quick" and not sc.in_quick:
+            _say(f"{sc.name} | skipped in quick mode (run it with --full)")
+            continue
         result = run_scenario(sc, mode, args.repeat, run.run_id, _say)
         results.append(result)
-        if want_plots and result.error is None:
+        if want_plots and result.error is None and sc.plot:
             path = out / f"{sc.name}-{mode}.png"
             plot(result, path)
             result.plot = path.name
             _say(f"{sc.name} | plot | {path}")
+        save()
 
     run.end()
-    report = report_json(run, results)
-    stamped = out / f"{run.run_id}-{mode}.json"
-    latest_json = out / f"latest-{mode}.json"
-    latest_md = out / f"latest-{mode}.md"
-    merged = merge_reports(read_json(latest_json), report)
-    write_text(stamped, dumps_json(report))
-    write_text(latest_json, dumps_json(merged))
+    report, merged = save()
+    if want_plots:
+        for group in sorted({r.scenario.group for r in results if r.error is None} & set(GROUP_PLOTS)):
+            path = out / f"{group}-{mode}.png"
+            GROUP_PLOTS[group]([s for s in merged["scenarios"] if s["group"] == group and s["error"] is None], path)
+            report["group_plots"][group] = merged["group_plots"][group] = path.name
+            _say(f"{group} | plot | {path}")
+        write_text(stamped, dumps_json(report))
+        write_text(latest_json, dumps_json(merged))
     text = markdown(merged)
     write_text(latest_md, text)
     _say("")

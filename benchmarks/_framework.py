@@ -21,6 +21,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +94,36 @@ class System:
     fn: SystemFn
 
 
+@dataclass(frozen=True)
+class Target:
+    """A bar our system should clear (issue 7's targets): a figure, not a test.
+
+    With a ``baseline``, the bound applies to the oriented ratio of :meth:`Metric.ratio` (> 1:
+    ours better), so "p50 <= 0.25x theirs" is ``at_least=4``; without one, it applies to our median.
+    """
+
+    metric: str
+    baseline: str | None
+    text: str
+    at_least: float | None = None
+    at_most: float | None = None
+    # False: the bound is about the full workload only (quick mode reports it as not evaluated).
+    in_quick: bool = True
+
+    def bound(self, unit: str) -> str:
+        """The bound as text: a ratio (``>= 4x``) or a figure in the metric's unit (``<= 1000 ms``)."""
+        suffix = "x" if self.baseline is not None else f" {unit}"
+        parts = []
+        if self.at_least is not None:
+            parts.append(f">= {self.at_least:.3g}{suffix}")
+        if self.at_most is not None:
+            parts.append(f"<= {self.at_most:.4g}{suffix}")
+        return " and ".join(parts)
+
+    def met(self, value: float) -> bool:
+        return (self.at_least is None or value >= self.at_least) and (self.at_most is None or value <= self.at_most)
+
+
 @dataclass
 class Scenario:
     """One workload, measured on our system and on each baseline. Create it with :func:`scenario`."""
@@ -104,7 +135,14 @@ class Scenario:
     workload: Workload
     message: str
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S
+    # A measurement of our system alone (e.g. convergence at scale): no baseline, targets only.
+    solo: bool = False
+    # Run in --quick mode too (False: too slow for a smoke test; --quick says it skipped it).
+    in_quick: bool = True
+    # Draw this scenario's bar plot (a group with a plot of its own may turn it off).
+    plot: bool = True
     systems: list[System] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
 
     @property
     def group(self) -> str:
@@ -125,11 +163,15 @@ class Scenario:
 
     def check(self) -> None:
         ours = [s for s in self.systems if s.ours]
-        if len(ours) != 1 or len(self.systems) < 2:
+        if len(ours) != 1 or (len(self.systems) < 2 and not self.solo):
             raise BenchmarkError(
-                f"{self.name}: needs exactly one system with ours=True and at least one baseline, "
-                f"has {[s.name for s in self.systems]}"
+                f"{self.name}: needs exactly one system with ours=True and at least one baseline "
+                f"(unless solo=True), has {[s.name for s in self.systems]}"
             )
+        names = {s.name for s in self.systems}
+        for t in self.targets:
+            if t.baseline is not None and t.baseline not in names:
+                raise BenchmarkError(f"{self.name}: target {t.text!r} names unknown baseline {t.baseline!r}")
 
     @property
     def ours(self) -> System:
@@ -152,6 +194,9 @@ def scenario(
     workload: Workload,
     message: str = "Payload: a dataclass of about 100 bytes",
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S,
+    solo: bool = False,
+    in_quick: bool = True,
+    plot: bool = True,
 ) -> Scenario:
     """Declare and register a scenario named ``"<group>.<name>"``; add systems with ``.system()``."""
     if name.count(".") != 1 or not all(name.split(".")):
@@ -160,15 +205,63 @@ def scenario(
         raise BenchmarkError(f"scenario {name!r} is declared twice")
     if not metrics or len({m.key for m in metrics}) != len(metrics):
         raise BenchmarkError(f"{name}: needs at least one metric and unique metric keys")
-    REGISTRY[name] = sc = Scenario(name, title, description, tuple(metrics), workload, message, run_timeout_s)
+    REGISTRY[name] = sc = Scenario(
+        name, title, description, tuple(metrics), workload, message, run_timeout_s, solo, in_quick, plot
+    )
     return sc
+
+
+def target(
+    sc: Scenario,
+    metric: str,
+    baseline: str | None,
+    *,
+    text: str,
+    at_least: float | None = None,
+    at_most: float | None = None,
+    in_quick: bool = True,
+) -> Target:
+    """Declare a target on ``sc``: ``metric``'s ratio to ``baseline`` (or our median if None)."""
+    if metric not in {m.key for m in sc.metrics}:
+        raise BenchmarkError(f"{sc.name}: target on unknown metric {metric!r}")
+    if at_least is None and at_most is None:
+        raise BenchmarkError(f"{sc.name}: target {text!r} needs at_least or at_most")
+    t = Target(metric, baseline, text, at_least, at_most, in_quick)
+    sc.targets.append(t)
+    return t
+
+
+GroupPlot = Callable[[Sequence[Mapping[str, Any]], Path], None]
+GROUP_PLOTS: dict[str, GroupPlot] = {}
+
+
+def group_plot(group: str) -> Callable[[GroupPlot], GroupPlot]:
+    """Register the decorated function as the plot of a whole group (``<group>-<mode>.png``).
+
+    It is drawn after the run from the group's scenarios in the merged report (their JSON), so
+    it also shows the scenarios of the group that an earlier run measured.
+    """
+
+    def register(fn: GroupPlot) -> GroupPlot:
+        GROUP_PLOTS[group] = fn
+        return fn
+
+    return register
+
+
+# Groups in the order of the report (issue 7's order); any other group follows alphabetically.
+GROUP_ORDER = ("publish", "rpc", "inprocess", "fanout", "scale")
+
+
+def _group_rank(name: str) -> tuple[int, str]:
+    return (GROUP_ORDER.index(name) if name in GROUP_ORDER else len(GROUP_ORDER), name)
 
 
 def load_groups() -> dict[str, str]:
     """Import every scenario module of this package; returns the groups that failed, with why."""
     package = sys.modules[__package__ or "benchmarks"]
     failed: dict[str, str] = {}
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: _group_rank(i.name)):
         if info.name.startswith("_"):
             continue
         try:
@@ -273,6 +366,32 @@ class ScenarioResult:
             if not s.ours and s.runs
         }
 
+    def target_results(self) -> list[dict[str, Any]]:
+        """Each target of the scenario with the figure it is judged on and whether it is met."""
+        ours = next(s for s in self.systems if s.ours)
+        ratios = self.ratios()
+        out: list[dict[str, Any]] = []
+        for t in self.scenario.targets:
+            value: float | None = None
+            if self.error is None and ours.runs:
+                if t.baseline is None:
+                    value = ours.summary(t.metric).median
+                elif t.baseline in ratios:
+                    value = ratios[t.baseline][t.metric]
+            evaluated = value is not None and (t.in_quick or self.mode == "full")
+            out.append(
+                {
+                    "text": t.text,
+                    "metric": t.metric,
+                    "baseline": t.baseline,
+                    "bound": t.bound(next(m.unit for m in self.scenario.metrics if m.key == t.metric)),
+                    "value": value,
+                    "met": t.met(value) if evaluated and value is not None else None,
+                    "note": None if evaluated else ("not measured" if value is None else "full mode only"),
+                }
+            )
+        return out
+
     def to_json(self) -> dict[str, Any]:
         sc = self.scenario
         return {
@@ -284,8 +403,10 @@ class ScenarioResult:
             "workload": {"n": self.n, "unit": sc.workload.unit, "message": sc.message},
             "metrics": [vars(m) for m in sc.metrics],
             "ours": sc.ours.name,
+            "solo": sc.solo,
             "systems": [s.to_json(sc.metrics) for s in self.systems],
             "ratios": self.ratios(),
+            "targets": self.target_results(),
             "error": self.error,
             "plot": self.plot,
         }
@@ -300,6 +421,8 @@ def run_scenario(sc: Scenario, mode: Mode, repeat: int, run_id: str, log: Callab
     sc.check()
     n = sc.workload.size(mode)
     result = ScenarioResult(sc, mode, n, run_id, [SystemResult(s.name, s.label, s.ours) for s in sc.systems])
+    other = sc.workload.size(_other_mode(mode))
+    log(f"{sc.name} | workload: {n:,} {sc.workload.unit} per repetition ({_other_mode(mode)} mode: {other:,})")
     pairs = list(zip(sc.systems, result.systems, strict=True))
     for rep in range(1, repeat + 1):
         # Rotate who goes first, so no system always pays for a cold process or a warm one.
@@ -317,6 +440,10 @@ def run_scenario(sc: Scenario, mode: Mode, repeat: int, run_id: str, log: Callab
             figures = ", ".join(f"{m.label} {format_value(values[m.key])} {m.unit}" for m in sc.metrics)
             log(f"{sc.name} | {system.name} | rep {rep}/{repeat} | {figures} | {wall:.2f} s")
     return result
+
+
+def _other_mode(mode: Mode) -> Mode:
+    return "full" if mode == "quick" else "quick"
 
 
 async def _within(coro: Awaitable[Any], timeout_s: float, what: str) -> Any:
@@ -403,6 +530,10 @@ def machine_info() -> dict[str, Any]:
         "pyzmq": pyzmq,
         "libzmq": libzmq,
         "autogen_core": _version("autogen-core"),
+        "autogen_ext": _version("autogen-ext"),
+        "grpcio": _version("grpcio"),
+        # Other work on the machine skews absolute figures (ratios measured together suffer less).
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "agentmesh": _version("agentmesh-zmq"),
         "git": _git_commit(),
     }
@@ -434,7 +565,9 @@ class Run:
         self.finished = datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def report_json(run: Run, results: Sequence[ScenarioResult]) -> dict[str, Any]:
+def report_json(
+    run: Run, results: Sequence[ScenarioResult], group_plots: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     return {
         "schema": SCHEMA_VERSION,
         "mode": run.mode,
@@ -447,6 +580,7 @@ def report_json(run: Run, results: Sequence[ScenarioResult]) -> dict[str, Any]:
         "ratio_rule": RATIO_RULE,
         "runs": {run.run_id: vars(run)},
         "scenarios": [r.to_json() for r in results],
+        "group_plots": dict(group_plots or {}),
     }
 
 
@@ -467,6 +601,10 @@ def merge_reports(previous: Mapping[str, Any] | None, current: dict[str, Any]) -
     runs = {k: v for k, v in previous.get("runs", {}).items() if k in used}
     runs.update(current["runs"])
     merged["runs"] = runs
+    groups = {s["group"] for s in merged["scenarios"]}
+    plots = {g: f for g, f in previous.get("group_plots", {}).items() if g in groups}
+    plots.update(current.get("group_plots", {}))
+    merged["group_plots"] = plots
     return merged
 
 
@@ -490,12 +628,21 @@ def _machine_line(run: Mapping[str, Any]) -> str:
     return (
         f"{m['cpu_model']} ({m['usable_cpus']} of {m['cpu_count']} CPUs), {m['python']}, "
         f"pyzmq {m['pyzmq']} / libzmq {m['libzmq']}, autogen-core {m['autogen_core']}, "
-        f"agentmesh {m['agentmesh']} ({m['git']}); {run['repeat']} repetitions; `{' '.join(run['command'])}`"
+        f"autogen-ext {m.get('autogen_ext')}, grpcio {m.get('grpcio')}, "
+        f"agentmesh {m['agentmesh']} ({m['git']}); load average at start {m.get('load_average_at_start')}; "
+        f"{run['repeat']} repetitions; `{' '.join(run['command'])}`"
     )
 
 
+def _format_target_value(t: Mapping[str, Any], unit: str) -> str:
+    value = t["value"]
+    if value is None:
+        return "—"
+    return f"{value:.2f}x" if t["baseline"] is not None else f"{format_value(value)} {unit}"
+
+
 def markdown(report: Mapping[str, Any]) -> str:
-    """The report as markdown: one table with a row per scenario, metric and system."""
+    """The report as markdown: one table with a row per scenario, metric and system, then targets."""
     lines = [
         f"# agentmesh benchmarks ({report['mode']} mode)",
         "",
@@ -510,16 +657,34 @@ def markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"| {sc['name']} | — | — | — | — | failed: {sc['error']} |")
             continue
         ours = next(s for s in sc["systems"] if s["ours"])
+        solo = len(sc["systems"]) == 1
         for m in sc["metrics"]:
             metric = f"{m['label']} ({m['unit']}, {m['better']} is better)"
             for s in sc["systems"]:
                 st = s["summary"][m["key"]]
                 label = f"**{s['label']}** (ours)" if s is ours else s["label"]
-                ratio = "—" if s is ours else f"{sc['ratios'][s['name']][m['key']]:.2f}x"
+                ours_mark = "no baseline" if solo else "—"
+                ratio = ours_mark if s is ours else f"{sc['ratios'][s['name']][m['key']]:.2f}x"
                 spread = f"{format_value(st['min'])}-{format_value(st['max'])}"
                 lines.append(
                     f"| {sc['name']} | {metric} | {label} | {format_value(st['median'])} | {spread} | {ratio} |"
                 )
+    targets = [(sc, t) for sc in report["scenarios"] for t in sc.get("targets", [])]
+    if targets:
+        lines += [
+            "",
+            "## Targets",
+            "",
+            "Issue 7's bars, judged on the medians above (a ratio is oriented: > 1 means ours is better).",
+            "",
+            "| Target | Scenario | Figure | Bound | Met |",
+            "|---|---|---:|---:|---|",
+        ]
+        for sc, t in targets:
+            unit = next(m["unit"] for m in sc["metrics"] if m["key"] == t["metric"])
+            met = {True: "met", False: "**missed**", None: t.get("note") or "—"}[t["met"]]
+            figure = _format_target_value(t, unit)
+            lines.append(f"| {t['text']} | {sc['name']} | {figure} | {t['bound']} | {met} |")
     lines += ["", "## Scenarios", ""]
     for sc in report["scenarios"]:
         w = sc["workload"]
@@ -530,10 +695,11 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines += ["", "## Machine", ""]
     for run_id, run in sorted(report["runs"].items()):
         lines.append(f"- Run {run_id} ({run['started']}): {_machine_line(run)}")
-    plots = [sc for sc in report["scenarios"] if sc.get("plot")]
+    plots = [(sc["name"], sc["plot"]) for sc in report["scenarios"] if sc.get("plot")]
+    plots += sorted(report.get("group_plots", {}).items())
     if plots:
         lines += ["", "## Plots", ""]
-        lines += [f"![{sc['name']}]({sc['plot']})" for sc in plots]
+        lines += [f"![{name}]({file})" for name, file in plots]
     return "\n".join(lines) + "\n"
 
 
@@ -565,11 +731,17 @@ def plot(result: ScenarioResult, path: Path) -> None:
 
     sc = result.scenario
     metrics = sc.metrics
-    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6.4, 4.2 * len(metrics) + 0.6), 3.6), squeeze=False)
-    labels = [s.label.replace(" ", "\n", 1) for s in result.systems]
+    # At most two panels side by side, so that four systems per panel stay legible.
+    cols = min(2, len(metrics))
+    rows = math.ceil(len(metrics) / cols)
+    width = max(6.4, cols * (1.3 * len(result.systems) + 1.2))
+    fig, axes = plt.subplots(rows, cols, figsize=(width, 4.0 * rows + 0.4), squeeze=False)
+    for ax in axes.flat[len(metrics) :]:
+        ax.set_visible(False)
+    labels = [textwrap.fill(s.label, 16) for s in result.systems]
     colours = ["#1f6fb4" if s.ours else "#9a9a9a" for s in result.systems]
     ratios = result.ratios()
-    for ax, m in zip(axes[0], metrics, strict=True):
+    for ax, m in zip(axes.flat, metrics, strict=False):
         stats = [s.summary(m.key) for s in result.systems]
         medians = [st.median for st in stats]
         errors = [[st.median - st.min for st in stats], [st.max - st.median for st in stats]]
@@ -578,8 +750,9 @@ def plot(result: ScenarioResult, path: Path) -> None:
             r = 0.0 if s.ours else ratios[s.name][m.key]
             note = "ours" if s.ours else f"{r:.2f}x (ours {'better' if r >= 1 else 'worse'})"
             top = (bar.get_x() + bar.get_width() / 2, st.max)
-            ax.annotate(note, top, ha="center", va="bottom", xytext=(0, 4), textcoords="offset points", fontsize=8)
-        ax.set_xticks(range(len(stats)), labels, fontsize=8)
+            note = note.replace(" (", "\n(")
+            ax.annotate(note, top, ha="center", va="bottom", xytext=(0, 4), textcoords="offset points", fontsize=7)
+        ax.set_xticks(range(len(stats)), labels, fontsize=7)
         ax.set_ylabel(f"{m.unit} ({m.better} is better)")
         ax.set_title(m.label, fontsize=10)
         ax.margins(y=0.15)

@@ -15,7 +15,7 @@ import autogen_core
 
 import mesh
 
-from ._framework import Metric, RunContext, Workload, latency_us, scenario, time_calls, wait_for_event
+from ._framework import Metric, RunContext, Workload, latency_us, scenario, target, time_calls, wait_for_event
 from ._workload import PAYLOAD_DESCRIPTION, Ack, Payload, payload
 
 TOPIC_TYPE = "bench"
@@ -33,8 +33,12 @@ PUBLISH = scenario(
         "seeing the n-th message."
     ),
     metrics=(Metric("delivered_per_s", "delivered", "msg/s", better="higher"),),
-    workload=Workload(quick=20_000, full=80_000),
+    workload=Workload(quick=5_000, full=80_000),
     message=PAYLOAD_DESCRIPTION,
+)
+
+target(
+    PUBLISH, "delivered_per_s", "autogen-st", at_least=10.0, text="in-process publish >= 10x SingleThreadedAgentRuntime"
 )
 
 RPC = scenario(

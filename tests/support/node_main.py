@@ -2,7 +2,8 @@
 
 Run: ``python tests/support/node_main.py --name p1 [--seed tcp://...] [--node-id X] [--instance slow:KEY]
 [--factory echo] [--factory listener] [--log-level DEBUG] [--exit-on-stdin-eof]
-[--discovery mdns --mesh NAME --host 10.77.0.1 --mdns-interfaces eth0] [--control]``
+[--discovery mdns --mesh NAME --host 10.77.0.1 --mdns-interfaces eth0] [--control]
+[--config JSON --probe --tracemalloc --factory-sink ...]`` (the last: see ``hardening_agents.py``)
 
 It starts a ``MeshNode`` (by default on loopback without discovery), registers the requested agents,
 prints one JSON line ``{"address", "node_id", "pid", "name", "incarnation"}`` to stdout, then serves
