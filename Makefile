@@ -13,8 +13,12 @@ $(STAMP): pyproject.toml tools/bootstrap.sh
 	@bash tools/bootstrap.sh
 	@touch $(STAMP)
 
+# The environment-monitoring pipeline, four processes finding each other by mDNS inside a private
+# network namespace that the demo creates and removes (it refuses when it cannot make one).
+# `make demo DEMO_ARGS="--duration 5"` passes options on (see `agentmesh demo --help`).
 demo: $(STAMP)
-	$(BIN)/python examples/hello.py
+	@bash tools/ensure-iproute2.sh
+	$(BIN)/agentmesh demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -162,6 +162,9 @@ class MeshLink:
         return await self._membership.start(seeds, self._config.join_timeout_s)
 
     def leave(self) -> None:
+        # Credit what was handled first: on the same channel, ahead of the goodbye, so that the
+        # senders do not count it lost.
+        self._flush_credits()
         if self._membership is not None:
             self._membership.leave()
         if self._transport is not None:

@@ -1,20 +1,44 @@
-"""The ``agentmesh`` command (also ``python -m mesh``).
-
-Only ``peers`` for now; the CLI issue adds the other commands on the same group.
-"""
+"""The ``agentmesh`` command (also ``python -m mesh``): run nodes, look at a mesh, make keys, run the
+demo and the benchmarks. Each command lives in its own module; this one assembles the group."""
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import click
 
+from ._bench import bench
+from ._bridge_cmd import bridge
+from ._demo import demo
+from ._keygen import keygen
+from ._node_cmd import node
+from ._options import LOG_LEVELS
 from ._peers import DEFAULT_TIMEOUT_S, PeerRow, find_peers, format_table, run_peers
+from ._top import top
+from ._watch import watch
 
 __all__ = ["PeerRow", "find_peers", "format_table", "main", "peers"]
 
 
-@click.group()
-def main() -> None:
-    """agentmesh: AutoGen-style agents on a host-less mesh of ZeroMQ nodes."""
+@click.group(context_settings={"auto_envvar_prefix": "AGENTMESH", "max_content_width": 110})
+@click.version_option(package_name="agentmesh-zmq", prog_name="agentmesh")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default=None,
+              envvar="AGENTMESH_LOG_LEVEL", show_envvar=True,
+              help="Level of the logs on stderr [default: WARNING; the temporary nodes of peers, watch and top log "
+                   "errors only].")  # fmt: skip
+def main(log_level: str | None) -> None:
+    """agentmesh: AutoGen-style agents on a host-less mesh of ZeroMQ nodes.
+
+    Options also come from environment variables: those shown in each command's --help, and any
+    option as AGENTMESH_<COMMAND>_<OPTION> (e.g. AGENTMESH_TOP_INTERVAL=2).
+    """
+    logging.basicConfig(
+        level=(log_level or "WARNING").upper(),
+        stream=sys.stderr,
+        format="%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
 
 
 @main.command()
@@ -38,3 +62,7 @@ def peers(timeout_s: float, mesh: str | None, as_json: bool, interfaces: tuple[s
     text, code = run_peers(timeout_s=timeout_s, mesh=mesh, as_json=as_json, interfaces=list(interfaces) or None)
     click.echo(text)
     raise SystemExit(code)
+
+
+for _command in (node, watch, top, keygen, bench, bridge, demo):
+    main.add_command(_command)
