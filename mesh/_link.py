@@ -411,6 +411,12 @@ class MeshLink:
             self._take_credit(peer, size)
             waiter.set_result(None)
 
+    def flush_if_alone(self) -> None:
+        """Write what is queued now if nothing else is ready to run on the loop: a lone request
+        then leaves at once, while requests made in a burst still share a frame."""
+        if self._transport is not None and self._loop is not None and not getattr(self._loop, "_ready", True):
+            self._transport.flush()
+
     def send_control(self, node_id: str, record: list[Any]) -> bool:
         peer = self._peers.get(node_id)
         if peer is None or self._transport is None:

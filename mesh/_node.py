@@ -1173,6 +1173,7 @@ class MeshNode:
         try:
             if not self._link.try_send_data(owner, record, len(payload) + 128):
                 await self._link.send_data(owner, record, len(payload) + 128)
+            self._link.flush_if_alone()
             result = await future
             self._latencies[self._latency_count % LATENCY_SAMPLES] = time.perf_counter() - started
             self._latency_count += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import types
 import typing
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, get_args, get_origin, get_type_hints
 
 import msgpack
+import orjson
 
 from ._errors import SerializationError
 
@@ -168,6 +170,51 @@ def _json_default(value: Any) -> Any:
 # Same output as json.dumps(asdict(message)) without asdict's deep copy of every field.
 _JSON_ENCODER = json.JSONEncoder(default=_json_default)
 _JSON_DECODER = json.JSONDecoder()
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS  # int keys become strings, as json.dumps does
+
+
+def _exact_in_orjson(tp: Any, depth: int = 0) -> bool:
+    """Whether orjson writes every value of type ``tp`` as json.dumps would (same values): not for
+    floats (orjson writes NaN and infinities as null), nor for types it does not know."""
+    if depth > 8:
+        return False
+    if tp in (str, int, bool, type(None)):
+        return True
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        try:
+            hints = get_type_hints(tp)
+        except Exception:
+            return False
+        return all(_exact_in_orjson(hints.get(f.name), depth + 1) for f in dataclasses.fields(tp))
+    origin = get_origin(tp)
+    if origin in (list, tuple, dict, typing.Union, types.UnionType, Sequence):
+        return all(arg is Ellipsis or _exact_in_orjson(arg, depth + 1) for arg in get_args(tp))
+    return False
+
+
+def dumps_json(message: Any, fields: tuple[str, ...], fast: bool) -> bytes:
+    """AutoGen's dataclass JSON: the same values (orjson writes no spaces). orjson, about twenty
+    times faster, for classes whose fields it writes exactly (``fast``), else the json module."""
+    if fast:
+        try:
+            data: bytes = orjson.dumps(message, option=_ORJSON_OPTIONS)
+            return data
+        except (TypeError, orjson.JSONEncodeError):
+            pass  # an int beyond 64 bits, or a value not of its declared type
+    return _JSON_ENCODER.encode({name: getattr(message, name) for name in fields}).encode("utf-8")
+
+
+# orjson reads integers beyond 64 bits as floats, silently: a number that long goes to json instead.
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
+def loads_json(payload: bytes) -> Any:
+    if _LONG_NUMBER.search(payload) is None:
+        try:
+            return orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            pass  # NaN and Infinity literals (json.dumps writes them) are not JSON; json reads them
+    return _JSON_DECODER.decode(payload.decode("utf-8"))
 
 
 class DataclassJsonMessageSerializer(MessageSerializer[T]):
@@ -177,6 +224,7 @@ class DataclassJsonMessageSerializer(MessageSerializer[T]):
         self.cls = cls
         self._type_name = type_name_of(cls)
         self._fields = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        self._fast = _exact_in_orjson(cls)
 
     @property
     def data_content_type(self) -> str:
@@ -187,14 +235,14 @@ class DataclassJsonMessageSerializer(MessageSerializer[T]):
         return self._type_name
 
     def deserialize(self, payload: bytes) -> T:
-        data = _JSON_DECODER.decode(payload.decode("utf-8"))
+        data = loads_json(payload)
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object for {self._type_name}, got {type(data).__name__}")
         result: T = _build_dataclass(self.cls, data)
         return result
 
     def serialize(self, message: T) -> bytes:
-        return _JSON_ENCODER.encode({name: getattr(message, name) for name in self._fields}).encode("utf-8")
+        return dumps_json(message, self._fields, self._fast)
 
 
 class PydanticJsonMessageSerializer(MessageSerializer[T]):

@@ -26,7 +26,7 @@ TOPIC = TopicId("news", "s")
 
 def test_json_bodies_cross_unchanged_both_ways() -> None:
     body = body_of(Ask("hi"), "test")
-    assert body == ("Ask", "application/json", json.dumps({"text": "hi"}).encode())
+    assert body[:2] == ("Ask", "application/json") and json.loads(body[2]) == {"text": "hi"}
     event = event_from_body(P, body, TOPIC, AgentId("a", "k"), "id-1", extra={})
     assert event.binary_data == body[2] and event.WhichOneof("data") == "binary_data"
     assert body_from_event(P, event) == body
