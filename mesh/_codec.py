@@ -146,10 +146,21 @@ def optional_agent_id(value: Any, what: str) -> AgentId | None:
     return None if value is None else agent_id_from_wire(value, what)
 
 
+_TOPICS: dict[tuple[str, str], TopicId] = {}
+
+
 def topic_from_wire(topic_type: Any, source: Any) -> TopicId:
+    if type(topic_type) is str and type(source) is str:
+        known = _TOPICS.get((topic_type, source))
+        if known is not None:
+            return known
     if not is_valid_topic_type(topic_type):
         raise FrameDecodeError("invalid topic type")
-    return TopicId(topic_type, _str(source, "topic source"))
+    topic_id = TopicId(topic_type, _str(source, "topic source"))
+    if len(_TOPICS) >= _IDS_SIZE:
+        _TOPICS.clear()
+    _TOPICS[(topic_type, source)] = topic_id
+    return topic_id
 
 
 class Body:
