@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import tracemalloc
 
 import autogen_core
 import pytest
@@ -68,3 +69,24 @@ def test_we_read_what_autogen_writes_nan_literals_included() -> None:
     decoded = receiver.decode("Measured", "application/json", payload)
     assert math.isnan(decoded.value) and decoded.counts == {"n": 2**65}
     assert json.loads(payload)["counts"] == {"n": 2**65}
+
+
+@dataclasses.dataclass
+class Padded:
+    seq: int
+    pad: str
+
+
+@pytest.mark.parametrize("size", [80, 8192, 100_000])
+def test_an_encoded_body_holds_about_its_own_size(size: int) -> None:
+    """Encoded bodies stay in memory while in flight: they must not keep an encoder's growth
+    buffer (one JSON library keeps 4 KiB for a 100-byte message, 128 KiB for 8 KiB)."""
+    registry = SerializerRegistry()
+    message = Padded(1, "x" * size)
+    tracemalloc.start()
+    try:
+        bodies = [registry.encode(message)[2] for _ in range(50)]
+        held = tracemalloc.get_traced_memory()[0] / len(bodies)
+    finally:
+        tracemalloc.stop()
+    assert held < 2 * size + 512, held
