@@ -250,7 +250,7 @@ def group_plot(group: str) -> Callable[[GroupPlot], GroupPlot]:
 
 
 # Groups in the order of the report (issue 7's order); any other group follows alphabetically.
-GROUP_ORDER = ("publish", "rpc", "inprocess", "fanout", "scale")
+GROUP_ORDER = ("publish", "rpc", "inprocess", "fanout", "scale", "curve")
 
 
 def _group_rank(name: str) -> tuple[int, str]:

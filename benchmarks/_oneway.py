@@ -63,16 +63,17 @@ def _measure(sender: Child, sinks: list[Child], n: int, warm: int, deliveries: i
     return float(deliveries / (max(d["at"] for d in done) - sent["start"]))
 
 
-def run_mesh(layout: Layout, n: int) -> float:
+def run_mesh(layout: Layout, n: int, *, secret_key_file: str | None = None) -> float:
+    """agentmesh processes; with ``secret_key_file`` (one shared mesh key) every link is CURVE."""
     warm = warmup_size(n)
-    mesh_name = f"bench-{uuid.uuid4().hex[:8]}"
+    common: dict[str, Any] = {"mesh": f"bench-{uuid.uuid4().hex[:8]}", "secret_key_file": secret_key_file}
     with Children() as kids:
-        first = kids.spawn("mesh.sink", mesh=mesh_name, name="sink0", **_sink_config(layout.sinks[0], warm, n))
+        first = kids.spawn("mesh.sink", **common, name="sink0", **_sink_config(layout.sinks[0], warm, n))
         others = [
-            kids.prespawn("mesh.sink", mesh=mesh_name, name=f"sink{i}", **_sink_config(types, warm, n))
+            kids.prespawn("mesh.sink", **common, name=f"sink{i}", **_sink_config(types, warm, n))
             for i, types in enumerate(layout.sinks[1:], start=1)
         ]
-        sender = kids.prespawn("mesh.publisher", mesh=mesh_name, peers=len(layout.sinks), topic=TOPIC, source=SOURCE)
+        sender = kids.prespawn("mesh.publisher", **common, peers=len(layout.sinks), topic=TOPIC, source=SOURCE)
         seed = first.expect("ready", READY_TIMEOUT_S)["address"]
         for child in [*others, sender]:
             child.send("config", seed=seed)

@@ -1,4 +1,5 @@
-"""agentmesh processes: one MeshNode each, default configuration, discovery by seed on loopback."""
+"""agentmesh processes: one MeshNode each, default configuration, discovery by seed on loopback
+(with ``secret_key_file`` in the config: CURVE on every link, one shared mesh key)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,13 @@ class Echo(mesh.RoutedAgent):
 
 def _node(config: dict[str, Any], name: str) -> mesh.MeshNode:
     seeds = [config["seed"]] if config.get("seed") else []
-    return mesh.MeshNode(name=name, mesh=config["mesh"], discovery="none", seeds=seeds)
+    return mesh.MeshNode(
+        name=name,
+        mesh=config["mesh"],
+        discovery="none",
+        seeds=seeds,
+        secret_key_file=config.get("secret_key_file"),
+    )
 
 
 async def sink(config: dict[str, Any]) -> None:

@@ -62,15 +62,20 @@ def _measure(caller: Child, n: int) -> dict[str, float]:
     return {key: float(done[key]) for key in ("p50_us", "p99_us", "per_s")}
 
 
-@CROSSPROCESS.system("agentmesh", "agentmesh, 2 processes", ours=True)
-def rpc_mesh(run: RunContext) -> dict[str, float]:
-    mesh_name = f"bench-{uuid.uuid4().hex[:8]}"
+def run_mesh(n: int, *, secret_key_file: str | None = None) -> dict[str, float]:
+    """agentmesh processes; with ``secret_key_file`` (one shared mesh key) every link is CURVE."""
+    common = {"mesh": f"bench-{uuid.uuid4().hex[:8]}", "secret_key_file": secret_key_file}
     with Children() as kids:
-        echo = kids.spawn("mesh.echo", mesh=mesh_name)
-        caller = kids.prespawn("mesh.caller", mesh=mesh_name)
+        echo = kids.spawn("mesh.echo", **common)
+        caller = kids.prespawn("mesh.caller", **common)
         caller.send("config", seed=echo.expect("ready", READY_TIMEOUT_S)["address"])
         caller.expect("ready", READY_TIMEOUT_S)
-        return _measure(caller, run.n)
+        return _measure(caller, n)
+
+
+@CROSSPROCESS.system("agentmesh", "agentmesh, 2 processes", ours=True)
+def rpc_mesh(run: RunContext) -> dict[str, float]:
+    return run_mesh(run.n)
 
 
 @CROSSPROCESS.system("autogen-grpc", "AutoGen gRPC host + 2 workers, 3 processes")

@@ -1,6 +1,7 @@
 """The benchmark harness runs every scenario group end to end in quick mode and writes
 well-formed results: in-process, cross-process publish and RPC (agentmesh, AutoGen's gRPC runtime
-and raw pyzmq in child processes), fan-out, and scale (real nodes and the simulation).
+and raw pyzmq in child processes), fan-out, scale (real nodes and the simulation), and CURVE on vs
+off.
 
 This asserts the structure of what is written, never speed: timing belongs in the benchmarks.
 """
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Quick mode of every group runs in about a minute; the bound is for a slow, loaded 2-core machine.
 RUN_TIMEOUT_S = 170.0
 MIN_REPEAT = 3
-GROUPS = {"inprocess", "publish", "rpc", "fanout", "scale"}  # at least these (other groups may exist)
+GROUPS = {"inprocess", "publish", "rpc", "fanout", "scale", "curve"}  # at least these (other groups may exist)
 # Scenarios too slow for a smoke test: quick mode says it skipped them.
 FULL_ONLY = {"fanout.subscribers_10", "scale.nodes_32", "scale.nodes_50", "scale.nodes_64"}
 
@@ -57,6 +58,7 @@ def test_quick_run_of_every_group_writes_complete_results(tmp_path: Path) -> Non
     assert names >= {"inprocess.publish", "inprocess.rpc", "publish.crossprocess", "rpc.crossprocess"}
     assert names >= {"fanout.subscribers_1", "fanout.subscribers_100", "scale.nodes_2", "scale.nodes_8"}
     assert "scale.simulated" in names
+    assert names >= {"curve.publish", "curve.rpc"}
     assert not names & FULL_ONLY
     for name in FULL_ONLY:
         assert f"{name} | skipped in quick mode" in proc.stdout, name
