@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import itertools
 import logging
@@ -255,6 +256,7 @@ class MeshNode:
         self._mesh_name = mesh
         self._host = host
         self._port = port
+        self._port_chosen = port != 0  # a port the user named is kept; a free one may change on restart
         self._advertise = advertise
         self._seeds = tuple(seeds)
         self._discovery_mode = discovery
@@ -475,12 +477,12 @@ class MeshNode:
         if self._security is not None:
             self._security.start()
         try:
-            port = await self._link.bind(self._host, self._port)
+            port = await self._bind()
         except BaseException:
             if self._security is not None:
                 self._security.stop()
             raise
-        self._port = port  # a restarted node keeps its address
+        self._port = port  # a restarted node keeps its address when it can (see _bind)
         self._address = _endpoint(_advertised_host(self._host, self._advertise, self._mdns_interfaces), port)
         if self._security is not None:
             self._address += "#" + self._security.public_key.decode()
@@ -508,6 +510,18 @@ class MeshNode:
         if self._discovery_mode == "mdns":
             await self._start_mdns(port)
         logger.info("node %s started at %s (incarnation %d)", self._name, self._address, self._incarnation)
+
+    async def _bind(self) -> int:
+        """Bind the node's socket: on a restart, the port it had before. Another socket may have
+        taken that port meanwhile (any local connect can get it as its ephemeral port); a port the
+        user named then fails loudly, a free port picked for the node is replaced by another."""
+        try:
+            return await self._link.bind(self._host, self._port)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or self._port_chosen or self._port == 0:
+                raise
+            logger.info("node %s: port %d was taken while it was stopped; binding a new one", self._name, self._port)
+            return await self._link.bind(self._host, 0)
 
     async def _start_mdns(self, port: int) -> None:
         from discovery import MdnsDiscovery
