@@ -60,11 +60,12 @@ class AgentId:
     __slots__ = ("_key", "_type")
 
     def __init__(self, type: str | AgentType, key: str) -> None:
-        if isinstance(type, AgentType):
-            type = type.type
-        if not is_valid_agent_type(type):
-            raise ValueError(rf"Invalid agent type: {type}. Allowed values MUST match the regex: `^[\w\-\.]+\Z`")
-        self._type: str = type
+        name: Any = type
+        if not isinstance(name, str) and isinstance(getattr(name, "type", None), str):
+            name = name.type  # an AgentType, the mesh's or autogen_core's
+        if not is_valid_agent_type(name):
+            raise ValueError(rf"Invalid agent type: {name}. Allowed values MUST match the regex: `^[\w\-\.]+\Z`")
+        self._type: str = name
         self._key: str = key
 
     @classmethod

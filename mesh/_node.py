@@ -88,6 +88,11 @@ def _warn_if_none(value: Any, handler_name: str) -> None:
         )
 
 
+def _is_autogen(value: Any) -> bool:
+    """An autogen_core object (an id, type or topic from code written for autogen_core)."""
+    return type(value).__module__.startswith("autogen_core")
+
+
 def _is_drop(value: Any) -> bool:
     if value is DropMessage or isinstance(value, DropMessage):
         return True
@@ -256,6 +261,7 @@ class MeshNode:
         self._mesh_name = mesh
         self._host = host
         self._port = port
+        self._autogen_flavoured = False  # set once autogen_core agents or types are registered here
         self._port_chosen = port != 0  # a port the user named is kept; a free one may change on restart
         self._advertise = advertise
         self._seeds = tuple(seeds)
@@ -715,6 +721,10 @@ class MeshNode:
         if expected_class is not None:
             self._learn_agent_class(expected_class)
         await self._registrations_changed()
+        if _is_autogen(type) or (expected_class is not None and self._agents.is_foreign_class(expected_class)):
+            self._autogen_flavoured = True
+        if _is_autogen(type):
+            return type  # type: ignore[return-value]  # the caller's flavour (autogen_core's BaseAgent.register)
         return AgentType(type_name)
 
     def _check_conflict(self, agent_type: str, kind: str, fingerprint: str) -> None:
@@ -748,6 +758,7 @@ class MeshNode:
         if self._agents.is_foreign_class(cls):
             from . import autogen as _autogen
 
+            self._autogen_flavoured = True
             await agent_instance.bind_id_and_runtime(id=_autogen.to_autogen_id(agent_id), runtime=self)  # type: ignore[arg-type]
         else:
             await agent_instance.bind_id_and_runtime(id=agent_id, runtime=self)
@@ -1680,7 +1691,9 @@ class MeshNode:
             agent_id = AgentId(str(getattr(id_or_type, "type", id_or_type)), key)
         if not lazy:
             await self._agent_op("get", agent_id)
-        if type(id_or_type).__module__.startswith("autogen_core"):
+        # autogen_core's flavour for autogen_core's objects, and for plain strings on a node that
+        # hosts autogen_core agents (code written for autogen_core compares with its own AgentId).
+        if _is_autogen(id_or_type) or (isinstance(id_or_type, str) and self._autogen_flavoured):
             from . import autogen as _autogen
 
             return _autogen.to_autogen_id(agent_id)  # type: ignore[return-value]

@@ -84,7 +84,8 @@ async def test_ids_come_back_in_the_callers_flavour_and_interventions_see_autoge
         got = await node.get(autogen_core.AgentType("echo"), "k", lazy=False)
         assert got == AgentId("echo", "k")  # an autogen_core AgentId compares equal to one
         assert type(got) is autogen_core.AgentId
-        assert type(await node.get("echo", "k")) is mesh.AgentId
+        # A string, on a node that hosts autogen_core agents: autogen_core's flavour too.
+        assert type(await node.get("echo", "k")) is autogen_core.AgentId
         assert await node.send_message(Ping(3), AgentId("echo", "k")) == Ping(3)
         instance = Echo()
         returned = await node.register_agent_instance(instance, AgentId("echo-instance", "one"))
@@ -134,3 +135,24 @@ async def test_user_serializers_in_autogen_form_carry_their_type_across_nodes() 
             await caller.send_message(Money(5), AgentId("bank", "k"))
         caller.add_message_serializer([MoneySerializer()])
         assert await caller.send_message(Money(5), AgentId("bank", "k")) == Money(10)
+
+
+async def test_register_and_get_answer_in_autogen_cores_flavour() -> None:
+    """Code written for autogen_core builds ids from what register() returns and compares what
+    get() returns with its own AgentId, as it does on SingleThreadedAgentRuntime."""
+    async with MeshNode(discovery="none") as node:
+        agent_type = await Echo.register(node, "echo", Echo)
+        assert isinstance(agent_type, autogen_core.AgentType)
+        assert agent_type == autogen_core.AgentType("echo")
+        recipient = AgentId(agent_type, "default")
+        assert await node.send_message(Ping(3), recipient) == Ping(3)
+        assert await node.get("echo") == AgentId("echo", "default")
+        assert await node.get(agent_type, "k") == AgentId("echo", "k")
+        assert await node.get(recipient) == recipient
+
+
+async def test_a_mesh_only_node_keeps_the_mesh_flavour() -> None:
+    async with MeshNode(discovery="none") as node:
+        assert await node.get("anything") == mesh.AgentId("anything", "default")
+        assert type(await node.get("anything")) is mesh.AgentId
+        assert mesh.AgentId(autogen_core.AgentType("t"), "k") == mesh.AgentId("t", "k")
