@@ -171,6 +171,8 @@ class LoopThread:
         if not done:
             waiter.cancel()
             raise TimeoutError(f"{request.what} did not finish within {request.timeout} s")
+        if not waiter.cancelled():
+            waiter.exception()  # read here: the outcome is raised from ``future`` below
         return self._outcome(future, request)
 
     def _outcome(self, future: concurrent.futures.Future[T], request: Request[T]) -> T:

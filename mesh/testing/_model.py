@@ -238,9 +238,14 @@ class ReferenceModel:
         result: Counter[AgentId] = Counter()
         for _, _, agent_type in distinct:
             agent_id = AgentId(agent_type, source)
-            if agent_id != sender and self.hosted(agent_type):
+            if agent_id != sender and self._can_create(agent_id):
                 result[agent_id] += 1
         return result
+
+    def _can_create(self, agent_id: AgentId) -> bool:
+        """A factory makes any key; a type with instances only has just those keys (a publish
+        to another key of it reaches nobody, as in AutoGen)."""
+        return bool(self.factories.get(agent_id.type)) or (agent_id.type, agent_id.key) in self.instances
 
     def _new_id(self) -> str:
         return f"model-{next(self._ids)}"

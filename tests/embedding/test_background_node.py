@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import math
 import signal
 import threading
@@ -272,6 +273,23 @@ def test_the_awaitable_form_on_a_loop_in_the_main_thread_as_in_jupyter(make_node
     asyncio.run(notebook())
     assert not node.running
     assert loop_threads(node) == []
+
+
+def test_an_awaited_call_that_raises_leaves_no_unretrieved_future_behind(make_node: MakeNode) -> None:
+    """The caller caught the error: asyncio must not also log "exception was never retrieved"."""
+    node = make_node().start()
+    node.register(Echo, "echo", Echo)
+    reported: list[dict[str, object]] = []
+
+    async def notebook() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: reported.append(context))
+        for bad, error in (("value-error", ValueError), ("key-error", KeyError)):
+            with pytest.raises(error):
+                await node.aio.send_message(bad, AgentId("echo", "k"))
+        gc.collect()  # an unretrieved future reports when it is collected
+
+    asyncio.run(notebook())
+    assert reported == []
 
 
 def test_cancelling_an_awaited_call_cancels_the_handler(make_node: MakeNode) -> None:

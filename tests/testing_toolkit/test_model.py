@@ -98,6 +98,19 @@ def test_the_model_alone() -> None:
         model.remove_subscription("n2", "no-such-id")
 
 
+def test_a_type_with_instances_only_is_reached_at_its_instances_keys_only() -> None:
+    """register_instance(inst/k1) subscribes TypeSubscription("k1", "inst"): a publish to
+    ("k1", "k1") reaches the instance; one to ("k1", "other") would need an agent inst/other,
+    which no factory can make, so it reaches nobody (as on AutoGen's runtime)."""
+    model = ReferenceModel()
+    model.register_agent_instance("n1", AgentId("inst", "k1"))
+    assert model.recipients("k1", "k1") == Counter({AgentId("inst", "k1"): 1})
+    assert model.recipients("k1", "other") == Counter()
+    model.register_agent("n2", "inst-factory", Shop)
+    model.add_subscription("n2", TypeSubscription("k1", "inst-factory"))
+    assert model.recipients("k1", "other") == Counter({AgentId("inst-factory", "other"): 1})
+
+
 @pytest.fixture
 async def mesh3() -> AsyncIterator[LocalMesh]:
     async with LocalMesh(3) as mesh:
