@@ -447,7 +447,11 @@ class MeshNode:
         """Extra transport arguments: a secured node has its own context and sets up CURVE."""
         if self._security is None:
             return {}
-        return {"context": self._security.context, "socket_setup": self._security.setup_socket}
+        return {
+            "context": self._security.context,
+            "socket_setup": self._security.setup_socket,
+            "client_allowed": self._security.allows_client,
+        }
 
     @property
     def public_key(self) -> str | None:

@@ -119,6 +119,7 @@ class CurveSecurity:
                     continue
                 allowed.add(public)
         self.allowed = allowed
+        self._allowed_ids = frozenset(key.decode("ascii") for key in allowed)
 
     # -- the credentials provider interface of pyzmq's authenticator -----------------------------------
 
@@ -154,6 +155,10 @@ class CurveSecurity:
         if self._context is not None:
             self._context.destroy(linger=0)
             self._context = None
+
+    def allows_client(self, user_id: str) -> bool:
+        """Whether a connection's ZAP User-Id (the z85 key it authenticated with) is still allowed."""
+        return user_id in self._allowed_ids
 
     def allows_endpoint(self, endpoint: str) -> bool:
         """Whether the key an endpoint names (per-node keys) is still allowed."""

@@ -114,7 +114,11 @@ class Transport:
         on_bad_frame: Callable[[str, bytes], None],
         context: zmq.Context[Any] | None = None,
         socket_setup: Callable[[zmq.Socket[Any], bool, str | None], None] | None = None,
+        client_allowed: Callable[[str], bool] | None = None,
     ) -> None:
+        """``client_allowed`` (security on): whether the key a connection authenticated with (its
+        ZAP User-Id) is still allowed, asked for every frame it brings: ZeroMQ checks keys only
+        when a connection opens, and a withdrawn key must not keep talking on an open one."""
         self._node_id = node_id
         self._incarnation = incarnation
         self._config = config
@@ -122,6 +126,7 @@ class Transport:
         self._on_bad_frame = on_bad_frame
         self._context = context or shared_context()
         self._socket_setup = socket_setup
+        self._client_allowed = client_allowed
         self._router: zmq.Socket[Any] | None = None
         self._links: dict[str, Link] = {}
         self._dirty: set[Link] = set()
@@ -352,7 +357,7 @@ class Transport:
         router = self._router
         if router is None:
             return
-        recv = router.recv_multipart
+        recv = router.recv_multipart if self._client_allowed is None else self._recv_authorized
         count = 0
         stats = self.stats
         try:
@@ -360,7 +365,8 @@ class Transport:
                 parts = recv(zmq.NOBLOCK)
                 count += 1
                 if len(parts) != 2:
-                    self._on_bad_frame("wrong number of parts", parts[0] if parts else b"")
+                    if parts:  # none: refused and counted by _recv_authorized
+                        self._on_bad_frame("wrong number of parts", parts[0])
                     continue
                 rid, frame = parts
                 stats["frames_in"] += 1
@@ -376,6 +382,16 @@ class Transport:
             self._loop.call_soon(self._on_readable)
         if self._dirty and not self._flush_scheduled:
             self.flush()
+
+    def _recv_authorized(self, flags: int) -> list[bytes]:
+        """One message, with security on: [] when its connection's key is no longer allowed (the
+        frames keep the connection's metadata, its ZAP User-Id, only when received uncopied)."""
+        assert self._router is not None and self._client_allowed is not None
+        frames = self._router.recv_multipart(flags, copy=False)
+        if not self._client_allowed(str(frames[0].get("User-Id"))):
+            self._on_bad_frame("its key is no longer allowed", frames[0].bytes)
+            return []
+        return [frame.bytes for frame in frames]
 
     def _handle(self, rid: bytes, frame: bytes) -> None:
         parsed = parse_routing_id(rid)

@@ -10,14 +10,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import msgpack
 import pytest
 import zmq
 import zmq.asyncio
+import zmq.auth
 from zmq.utils.monitor import parse_monitor_message
 
 import mesh._node
+from discovery._swim import JOIN
 from mesh import AgentId, MeshNode, MessageContext, RoutedAgent, TopicId, TypeSubscription, UnknownAgentTypeError, rpc
+from mesh import _codec as wire
 from mesh._security import SecurityConfigError, generate_keys
+from mesh._transport import routing_id
 from mesh.testing import FAST_CONFIG, wait_for
 
 # A node that cannot join gives up waiting for its seeds quickly.
@@ -230,6 +235,55 @@ async def test_withdrawing_a_key_cuts_an_admitted_node_off(keys, tmp_path: Path,
     await wait_for(lambda: b.peers == [], 10, "b dropping a")
     with pytest.raises(UnknownAgentTypeError):
         await b.send_message(Ping(2), AgentId("echo", "k"))
-    # b keeps knocking (new connections, so new handshakes): a refuses them all.
-    await wait_for(lambda: b.statistics()["frames_out"] > 0, 5, "b sending")
-    assert a.peers == [] and a.statistics()["refused_endpoints"] >= 1
+    assert a.peers == []  # b's frames on its open connection are refused: see the next test
+
+
+async def test_a_withdrawn_key_gets_nothing_through_its_open_connection_ever(keys, tmp_path: Path) -> None:
+    """After reload, frames on a connection that authenticated with a withdrawn key are refused
+    one by one (by the connection's ZAP User-Id), also once the node has forgotten the withdrawn
+    member (dead_retention_s): a JOIN sent then on the old connection must not readmit it."""
+    allowed = tmp_path / "allowed"
+    config = replace(CONFIG, membership=replace(CONFIG.membership, dead_retention_s=0.2))
+    a = MeshNode(name="a", discovery="none", config=config, secret_key_file=keys["a"][1], authorized_keys_dir=allowed)
+    await a.start()
+    await Echo.register(a, "echo", Echo)
+    public, secret = zmq.auth.load_certificate(keys["b"][1])
+    context = zmq.asyncio.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.curve_publickey, sock.curve_secretkey = public, secret
+    assert a.public_key is not None
+    sock.curve_serverkey = a.public_key.encode()
+    incarnation = 1_000
+    sock.setsockopt(zmq.ROUTING_ID, routing_id("bnode", incarnation))
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(a.address.split("#")[0])
+    record = [
+        "bnode", incarnation, 0, "tcp://127.0.0.1:1#" + public.decode(), "b", a._mesh_name,
+        wire.PROTOCOL_MAJOR, wire.PROTOCOL_MINOR, b"",
+    ]  # fmt: skip
+
+    async def join() -> None:
+        header = wire.HEADER.pack(wire.MAGIC, wire.PROTOCOL_MAJOR, wire.PROTOCOL_MINOR, wire.CLS_HANDSHAKE, 0)
+        await sock.send(header + msgpack.packb([[wire.MEMBER, [JOIN, record, False]]], use_bin_type=True))
+
+    def members() -> list[str]:
+        return [p.node_id for p in a.peers]
+
+    try:
+        await join()
+        await wait_for(lambda: members() == ["bnode"], 5, "b joining with an allowed key")
+        (allowed / "b.key").unlink()
+        a.reload_authorized_keys()
+        assert members() == []
+        membership = a._link.membership
+        assert membership is not None
+        await wait_for(lambda: membership.record_of("bnode") is None, 10, "a forgetting the withdrawn member")
+        refused = a.statistics()["bad_frames"]
+        await join()
+        await wait_for(lambda: a.statistics()["bad_frames"] > refused, 5, "a refusing the JOIN on the old connection")
+        assert members() == []
+        assert membership.record_of("bnode") is None
+    finally:
+        sock.close(0)
+        context.term()
+        await a.stop()
