@@ -66,3 +66,20 @@ def peers(timeout_s: float, mesh: str | None, as_json: bool, interfaces: tuple[s
 
 for _command in (node, watch, top, keygen, bench, bridge, demo):
     main.add_command(_command)
+
+
+def _name_the_variables(group: click.Group) -> None:
+    """Every option without a variable of its own reads AGENTMESH_<COMMAND>_<OPTION>, named after
+    the option as typed (``--interval`` -> AGENTMESH_TOP_INTERVAL), not after the parameter it sets
+    (click's automatic names would say AGENTMESH_TOP_INTERVAL_S)."""
+    for command_name, command in group.commands.items():
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.envvar is not None:
+                continue
+            long_names = [opt for opt in param.opts if opt.startswith("--")]
+            if long_names:
+                option = long_names[0][2:].replace("-", "_").upper()
+                param.envvar = f"AGENTMESH_{command_name.replace('-', '_').upper()}_{option}"
+
+
+_name_the_variables(main)

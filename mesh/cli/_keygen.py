@@ -34,7 +34,10 @@ def keygen(directory: Path, name: str, force: bool) -> None:
             f"{existing[0]} exists: choose another NAME, or --force to replace it (nodes that admit the old "
             "key will then refuse this node)"
         )
-    public_file, secret_file = generate_keys(directory, name)
+    try:
+        public_file, secret_file = generate_keys(directory, name)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the keys in {directory}: {exc.strerror or exc}") from exc
     public_key = zmq.auth.load_certificate(public_file)[0].decode()
     click.echo(f"public key:  {public_key}")
     click.echo(f"public key file:  {public_file}  (per-node keys: copy it into the authorized keys dir of the others)")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 import zmq.auth
 from click.testing import CliRunner
@@ -106,3 +107,33 @@ def test_the_help_documents_the_environment_variables() -> None:
                          "AGENTMESH_SECRET_KEY_FILE", "AGENTMESH_AUTHORIZED_KEYS_DIR"):  # fmt: skip
             assert variable in text, (command, variable)
     assert "AGENTMESH_PORT" in runner.invoke(main, ["node", "--help"], terminal_width=200).output
+
+
+@pytest.mark.parametrize(
+    ("variable", "option"),
+    [("AGENTMESH_TOP_INTERVAL", "--interval"), ("AGENTMESH_TOP_DURATION", "--duration")],
+)
+def test_the_variable_is_named_after_the_option_as_typed(variable: str, option: str) -> None:
+    """``--interval`` sets the parameter ``interval_s``: its variable is still AGENTMESH_TOP_INTERVAL
+    (read: an out-of-range value there is refused as that option's). Were it ignored, top would
+    look once at a dead seed, no mDNS, and end."""
+    args = ["top", "--once", "--discovery", "none", "--seed", "tcp://127.0.0.1:1", "--wait", "0.5"]
+    result = CliRunner().invoke(main, args, env={variable: "-1"})
+    assert result.exit_code == 2, result.output
+    assert option in result.output
+
+
+def test_every_option_of_every_command_has_an_agentmesh_variable() -> None:
+    for name, command in main.commands.items():
+        for param in command.params:
+            if isinstance(param, click.Option) and any(opt.startswith("--") for opt in param.opts):
+                assert isinstance(param.envvar, str) and param.envvar.startswith("AGENTMESH_"), (name, param.opts)
+
+
+def test_keygen_into_a_directory_it_cannot_create_is_a_one_line_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = CliRunner().invoke(main, ["keygen", str(blocker / "keys"), "n"])
+    assert result.exit_code == 1
+    assert "cannot write the keys in" in result.output and "Traceback" not in result.output
+    assert not isinstance(result.exception, OSError)
