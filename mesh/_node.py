@@ -88,6 +88,19 @@ def _warn_if_none(value: Any, handler_name: str) -> None:
         )
 
 
+# The mesh name travels in every member record and in one mDNS TXT string ("mesh=NAME", at most 255
+# bytes): well inside both.
+MAX_MESH_NAME_BYTES = 128
+
+
+def _is_valid_mesh_name(mesh: object) -> bool:
+    return (
+        isinstance(mesh, str)
+        and 0 < len(mesh.encode("utf-8", "surrogatepass")) <= MAX_MESH_NAME_BYTES
+        and mesh.isprintable()
+    )
+
+
 def _is_autogen(value: Any) -> bool:
     """An autogen_core object (an id, type or topic from code written for autogen_core)."""
     return type(value).__module__.startswith("autogen_core")
@@ -244,6 +257,10 @@ class MeshNode:
     ) -> None:
         if discovery not in ("mdns", "none"):
             raise ValueError(f"discovery must be 'mdns' or 'none', not {discovery!r}")
+        if not _is_valid_mesh_name(mesh):
+            raise ValueError(
+                f"mesh name must be 1-{MAX_MESH_NAME_BYTES} bytes of UTF-8 without control characters: {mesh!r}"
+            )
         if node_id is not None and not is_valid_node_id(node_id):
             raise ValueError(f"node_id must be 1-64 characters of letters, digits, '_', '.', '-': {node_id!r}")
         if isinstance(seeds, str):

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from discovery import local_addresses_for
+from discovery import DiscoveryError, local_addresses_for
 
 from .._config import MeshConfig
 from .._errors import MeshError
@@ -110,16 +110,25 @@ class JoinOptions:
         )
 
     def _reachable_host(self) -> str:
+        """Raises:
+        click.ClickException: the first seed cannot be resolved or reached, or an mDNS interface
+            does not exist here."""
         if self.seeds:
-            return _local_address_towards(self.seeds[0])
+            try:
+                return _local_address_towards(self.seeds[0])
+            except (OSError, ValueError) as exc:
+                raise click.ClickException(
+                    f"cannot reach the seed {self.seeds[0]}: {getattr(exc, 'strerror', None) or exc} "
+                    "(or give --host, the address the mesh can reach this machine at)"
+                ) from exc
         if self.discovery == "mdns":
             # The first LAN address of the interfaces mDNS uses; none (a machine, or a namespace,
             # with loopback only): the mesh can only be on this machine.
-            lan = [
-                a
-                for a in local_addresses_for(self.mdns_interfaces or None, ipv6=False)
-                if not ipaddress.ip_address(a).is_loopback
-            ]
+            try:
+                addresses = local_addresses_for(self.mdns_interfaces or None, ipv6=False)
+            except (DiscoveryError, OSError) as exc:
+                raise click.ClickException(str(exc)) from exc
+            lan = [a for a in addresses if not ipaddress.ip_address(a).is_loopback]
             return lan[0] if lan else "127.0.0.1"
         return "127.0.0.1"
 

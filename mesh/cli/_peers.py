@@ -17,7 +17,9 @@ import socket
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from discovery import Announcement, browse
+import click
+
+from discovery import Announcement, DiscoveryError, browse
 
 from .._codec import PROTOCOL_MAJOR
 from .._config import MeshConfig
@@ -179,6 +181,12 @@ def run_peers(
     # The temporary node binds a LAN address without keys on purpose (it hosts nothing and leaves
     # at once): the mesh's warning about it would only be noise here.
     logging.getLogger("mesh").setLevel(logging.ERROR)
-    rows = asyncio.run(find_peers(timeout_s, mesh=mesh, interfaces=interfaces))
+    # Browsing IPv6 where a namespace or host has no IPv6 route makes zeroconf log each failed send
+    # with a traceback at WARNING; what matters to this command is what it finds.
+    logging.getLogger("zeroconf").setLevel(logging.ERROR)
+    try:
+        rows = asyncio.run(find_peers(timeout_s, mesh=mesh, interfaces=interfaces))
+    except (DiscoveryError, OSError) as exc:  # an unknown interface, an address not on this machine
+        raise click.ClickException(f"cannot browse: {exc}") from exc
     text = json.dumps([asdict(r) for r in rows], indent=2) if as_json else format_table(rows)
     return text, 1 if mesh is not None and not rows else 0

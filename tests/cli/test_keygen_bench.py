@@ -137,3 +137,19 @@ def test_keygen_into_a_directory_it_cannot_create_is_a_one_line_error(tmp_path: 
     assert result.exit_code == 1
     assert "cannot write the keys in" in result.output and "Traceback" not in result.output
     assert not isinstance(result.exception, OSError)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["peers", "--interface", "nosuch0"],
+        ["watch", "readings", "--mdns-interface", "nosuch0", "--timeout", "1"],
+        ["top", "--once", "--mdns-interface", "nosuch0", "--wait", "0.5"],
+    ],
+)
+def test_an_unknown_mdns_interface_is_a_one_line_error(args: list[str]) -> None:
+    """Refused before any socket opens (so nothing is ever announced from this test)."""
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert "nosuch0" in result.output and "does not exist" in result.output
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
