@@ -36,6 +36,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--secret-key-file", default=None, help="CURVE secret key file of a secured mesh")
     parser.add_argument("--authorized-keys-dir", default=None, help="allowlist directory (per-node keys)")
+    parser.add_argument("--tls", action="store_true", help="connect to the host with TLS (system roots)")
+    parser.add_argument(
+        "--tls-ca-file", default=None, help="PEM CA certificates to verify the host with (implies --tls)"
+    )
+    parser.add_argument("--tls-cert-file", default=None, help="PEM client certificate, for mutual TLS")
+    parser.add_argument("--tls-key-file", default=None, help="PEM key of --tls-cert-file")
     parser.add_argument("--rpc-timeout", type=float, default=BridgeConfig.rpc_timeout_s, help="seconds")
     parser.add_argument("--poll-interval", type=float, default=BridgeConfig.poll_interval_s, help="seconds")
     parser.add_argument("--log-level", default="INFO")
@@ -66,6 +72,10 @@ async def serve(args: argparse.Namespace) -> None:
             config=config,
             secret_key_file=args.secret_key_file,
             authorized_keys_dir=args.authorized_keys_dir,
+            tls=args.tls,
+            tls_ca_file=args.tls_ca_file,
+            tls_cert_file=args.tls_cert_file,
+            tls_key_file=args.tls_key_file,
         )
         async with bridge:
             serving = asyncio.create_task(node.stop_when_signal())

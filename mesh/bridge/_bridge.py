@@ -21,6 +21,7 @@ from ._config import BridgeConfig
 from ._protos import load
 from ._proxy import ProxyNodeOptions
 from ._session import BridgeSession
+from ._tls import ChannelTls
 
 if TYPE_CHECKING:
     from .._node import MeshNode
@@ -63,6 +64,14 @@ class GrpcBridge:
         secret_key_file: for a mesh secured with CURVE, the node's secret key file (the proxy node
             uses the node's keys; default: ``AGENTMESH_SECRET_KEY_FILE``).
         authorized_keys_dir: likewise, the node's authorized keys directory, for per-node keys.
+        tls: connect to the host with TLS, verified against the system's roots (implied by
+            ``tls_ca_file`` and ``tls_cert_file``; default: plaintext, as the stock host serves).
+        tls_ca_file: PEM CA certificates to verify the host's certificate with.
+        tls_cert_file, tls_key_file: a client certificate and its key, PEM, for a host that
+            requires one (mutual TLS).
+
+    Raises:
+        ValueError: ``host_address`` is not ``host:port``, or a client certificate without its key.
     """
 
     def __init__(
@@ -74,9 +83,15 @@ class GrpcBridge:
         proxy_host: str | None = None,
         secret_key_file: str | os.PathLike[str] | None = None,
         authorized_keys_dir: str | os.PathLike[str] | None = None,
+        tls: bool = False,
+        tls_ca_file: str | os.PathLike[str] | None = None,
+        tls_cert_file: str | os.PathLike[str] | None = None,
+        tls_key_file: str | os.PathLike[str] | None = None,
     ) -> None:
         if not host_address or "://" in host_address:
             raise ValueError(f"host_address must be host:port (a gRPC target), not {host_address!r}")
+        self._tls = ChannelTls.from_files(tls, tls_ca_file, tls_cert_file, tls_key_file)
+        self._credentials: Any = None
         self._node = node
         self._host = host_address
         self._config = config or BridgeConfig()
@@ -147,10 +162,12 @@ class GrpcBridge:
         """Advertise the capability and take part in the election (idempotent)."""
         if self._task is not None:
             return
-        load()  # fail here, with the install hint, if grpc is missing
+        protos = load()  # fail here, with the install hint, if grpc is missing
         if not self._node.running:
             raise NodeStoppedError("start the node before the bridge: `await node.start()`")
         self._proxy_options.check(self._node)
+        # Read once, here, so that a missing file fails start() rather than every reconnection.
+        self._credentials = self._tls.credentials(protos.grpc) if self._tls is not None else None
         self._stopping = False
         self._wake = asyncio.Event()
         self._node.add_view_listener(self._on_view_changed)
@@ -242,7 +259,13 @@ class GrpcBridge:
     async def _begin_session(self) -> None:
         logger.info("bridge to %s: node %s is elected; connecting", self._host, self._node.name)
         session = BridgeSession(
-            load(), self._node, self._host, self._config, self._proxy_options, on_change=self._notify
+            load(),
+            self._node,
+            self._host,
+            self._config,
+            self._proxy_options,
+            on_change=self._notify,
+            credentials=self._credentials,
         )
         self._session = session
         self._notify()

@@ -37,9 +37,10 @@ def channel_options(config: BridgeConfig) -> list[tuple[str, Any]]:
 class HostConnection:
     """A worker's connection to the host at ``address`` under a fresh client id."""
 
-    def __init__(self, protos: Protos, address: str, config: BridgeConfig) -> None:
+    def __init__(self, protos: Protos, address: str, config: BridgeConfig, credentials: Any = None) -> None:
         self._p = protos
         self.address = address
+        self._credentials = credentials  # grpc.ChannelCredentials for a TLS host, else plaintext
         self._config = config
         self.client_id = f"agentmesh-bridge-{uuid.uuid4().hex}"
         self._metadata = ((CLIENT_ID_HEADER, self.client_id),)
@@ -52,7 +53,11 @@ class HostConnection:
     async def open(self) -> None:
         """Connect and open the message stream, within ``connect_timeout_s``."""
         grpc = self._p.grpc
-        self._channel = grpc.aio.insecure_channel(self.address, options=channel_options(self._config))
+        options = channel_options(self._config)
+        if self._credentials is None:
+            self._channel = grpc.aio.insecure_channel(self.address, options=options)
+        else:
+            self._channel = grpc.aio.secure_channel(self.address, self._credentials, options=options)
         self._stub = self._p.pb_grpc.AgentRpcStub(self._channel)
         try:
             async with asyncio.timeout(self._config.connect_timeout_s):

@@ -8,6 +8,10 @@ the worker disconnects the proxy node leaves the mesh and takes them all away. R
 sends are answered on its own stream under its own request ids, so two workers that both number
 their requests from "1" never receive each other's replies (AutoGen issue #7016); requests to a
 worker carry ids unique to this process.
+
+Whoever can open a channel to the server acts in the mesh through a proxy node that holds the
+mesh's keys, so on a node secured with CURVE the server refuses a non-loopback address unless
+mutual TLS authenticates the workers (see :func:`~mesh.bridge._tls.check_exposure`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from ._exchange import Exchange
 from ._protos import CLIENT_ID_HEADER, Protos, load
 from ._proxy import ProxyNodeOptions, WorkerAgentProxy, proxy_factory, start_proxy_node
 from ._session import mesh_subscription, sub_proto, sub_spec
+from ._tls import ServerTls, check_exposure
 
 if TYPE_CHECKING:
     from .._node import MeshNode
@@ -78,9 +83,21 @@ class WorkerSession:
 class AgentRpcServer:
     """Serves ``agents.AgentRpc`` on ``node`` (host mode).
 
-    Use it as ``async with AgentRpcServer(node, "0.0.0.0:50051") as server:``; stock workers then
+    Use it as ``async with AgentRpcServer(node, "127.0.0.1:50051") as server:``; stock workers then
     connect with ``GrpcWorkerAgentRuntime(host_address=...)``. Several nodes of one mesh may each
     run one; workers connected to any of them reach each other and the mesh's agents.
+
+    Every client that opens a channel can register agent types and call and publish to any agent
+    of the mesh, through a proxy node holding the mesh's keys. To serve beyond loopback, give TLS
+    credentials, with ``tls_client_ca_file`` to admit only workers holding a certificate from that
+    CA (mutual TLS)::
+
+        AgentRpcServer(node, "0.0.0.0:50051", tls_cert_file="host.pem", tls_key_file="host.key",
+                       tls_client_ca_file="workers-ca.pem")
+
+    On a node secured with CURVE, a non-loopback address without mutual TLS is refused
+    (``allow_insecure=True`` accepts it, with a warning); on an open node it is served with a
+    warning, logged once.
 
     Args:
         node: the node to serve on (started).
@@ -88,6 +105,15 @@ class AgentRpcServer:
         config: timings and bounds (see :class:`BridgeConfig`).
         proxy_host, secret_key_file, authorized_keys_dir: how each worker's proxy node binds and,
             in a mesh secured with CURVE, the node's key files (as for :class:`GrpcBridge`).
+        tls_cert_file, tls_key_file: the server's certificate (chain) and private key, PEM; with
+            them the server speaks TLS only.
+        tls_client_ca_file: PEM CA certificates; a client must present a certificate they signed.
+        allow_insecure: serve a secured node's mesh on a non-loopback address without mutual TLS.
+
+    Raises:
+        ValueError: an incomplete TLS set-up (e.g. a certificate without its key).
+        SecurityConfigError: on start, a TLS file cannot be read, or a secured node would be
+            served beyond loopback without mutual TLS (and ``allow_insecure`` is false).
     """
 
     def __init__(
@@ -99,7 +125,13 @@ class AgentRpcServer:
         proxy_host: str | None = None,
         secret_key_file: str | os.PathLike[str] | None = None,
         authorized_keys_dir: str | os.PathLike[str] | None = None,
+        tls_cert_file: str | os.PathLike[str] | None = None,
+        tls_key_file: str | os.PathLike[str] | None = None,
+        tls_client_ca_file: str | os.PathLike[str] | None = None,
+        allow_insecure: bool = False,
     ) -> None:
+        self._tls = ServerTls.from_files(tls_cert_file, tls_key_file, tls_client_ca_file)
+        self._allow_insecure = allow_insecure
         self._node = node
         self._address = address
         self._config = config or BridgeConfig()
@@ -133,15 +165,28 @@ class AgentRpcServer:
         if not self._node.running:
             raise NodeStoppedError("start the node before the server: `await node.start()`")
         self._proxy_options.check(self._node)
+        check_exposure(self._node, self._address, self._tls, self._allow_insecure)
         protos = load()
+        credentials = self._tls.credentials(protos.grpc) if self._tls is not None else None
         server = protos.grpc.aio.server(options=channel_options(self._config))
         protos.pb_grpc.add_AgentRpcServicer_to_server(_servicer(protos, self), server)
-        port = server.add_insecure_port(self._address)
+        try:
+            if credentials is None:
+                port = server.add_insecure_port(self._address)
+            else:
+                port = server.add_secure_port(self._address, credentials)
+        except RuntimeError as exc:  # grpcio raises it when it cannot bind
+            raise OSError(f"cannot bind {self._address} for the AgentRpc server: {exc}") from exc
         if port == 0:
             raise OSError(f"cannot bind {self._address} for the AgentRpc server")
         await server.start()
         self._server, self._port = server, port
-        logger.info("host mode: serving AgentRpc for node %s at %s", self._node.name, self.address)
+        logger.info(
+            "host mode: serving AgentRpc for node %s at %s (%s)",
+            self._node.name,
+            self.address,
+            "plaintext" if self._tls is None else "mutual TLS" if self._tls.authenticates_clients else "TLS",
+        )
 
     async def stop(self) -> None:
         """Stop serving; every worker's proxies leave the mesh (idempotent)."""

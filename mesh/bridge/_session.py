@@ -76,8 +76,10 @@ class BridgeSession:
         config: BridgeConfig,
         proxy_options: ProxyNodeOptions,
         on_change: Callable[[], None],
+        credentials: Any = None,
     ) -> None:
         self._p = protos
+        self._credentials = credentials
         self._proxy_options = proxy_options
         self._on_change = on_change
         self._node = node
@@ -168,7 +170,7 @@ class BridgeSession:
     async def _run(self) -> None:
         backoff = self._config.reconnect_initial_s
         while True:  # until aclose() cancels it
-            conn = HostConnection(self._p, self._host, self._config)
+            conn = HostConnection(self._p, self._host, self._config, self._credentials)
             in_step = False  # a connection that got in step with the host resets the back-off
             try:
                 await conn.open()

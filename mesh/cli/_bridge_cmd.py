@@ -73,6 +73,25 @@ POLL_INTERVAL_S = 1.0
     show_envvar=True,
     help="The allowlist directory (per-node keys).",
 )
+@click.option("--tls", is_flag=True, help="Connect to the host with TLS, verified against the system's roots.")
+@click.option(
+    "--tls-ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="PEM CA certificates to verify the host's certificate with (implies --tls).",
+)
+@click.option(
+    "--tls-cert-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="PEM client certificate, for a host that requires one (mutual TLS).",
+)
+@click.option(
+    "--tls-key-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="PEM private key of --tls-cert-file.",
+)
 @click.option(
     "--rpc-timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -89,16 +108,21 @@ POLL_INTERVAL_S = 1.0
 )
 def bridge(
     autogen_host: str, seeds: tuple[str, ...], mesh: str, name: str | None, node_id: str | None, bind: str, port: int,
-    discovery: str | None, secret_key_file: str | None, authorized_keys_dir: str | None, rpc_timeout: float,
+    discovery: str | None, secret_key_file: str | None, authorized_keys_dir: str | None, tls: bool,
+    tls_ca_file: str | None, tls_cert_file: str | None, tls_key_file: str | None, rpc_timeout: float,
     poll_interval: float,
 ) -> None:  # fmt: skip
     """Bridge the mesh to a standard AutoGen gRPC host (GrpcWorkerAgentRuntimeHost): agents on both
     sides publish to and call each other.
 
     Several bridges may run for one host (give them the same HOST:PORT): one is elected, the others
-    stand by and take over when it stops. Prints one JSON line (address, node_id, pid, name) once
-    up; serves until SIGTERM or SIGINT. Needs the grpc extra: pip install 'agentmesh-zmq[grpc]'.
+    stand by and take over when it stops. The stock host serves plaintext; --tls and --tls-* reach
+    a host served with TLS (e.g. its servicer on a grpc server with ssl_server_credentials, or
+    behind a TLS proxy). Prints one JSON line (address, node_id, pid, name) once up; serves until
+    SIGTERM or SIGINT. Needs the grpc extra: pip install 'agentmesh-zmq[grpc]'.
     """
+    if (tls_cert_file is None) != (tls_key_file is None):
+        raise click.UsageError("give both --tls-cert-file and --tls-key-file (a client certificate and its key)")
     try:
         from ..bridge.__main__ import serve
     except ImportError as exc:
@@ -107,7 +131,8 @@ def bridge(
         ) from exc
     args = argparse.Namespace(
         host=autogen_host, seed=list(seeds), mesh=mesh, name=name, node_id=node_id, bind=bind, port=port,
-        discovery=discovery, secret_key_file=secret_key_file, authorized_keys_dir=authorized_keys_dir,
-        rpc_timeout=rpc_timeout, poll_interval=poll_interval,
+        discovery=discovery, secret_key_file=secret_key_file, authorized_keys_dir=authorized_keys_dir, tls=tls,
+        tls_ca_file=tls_ca_file, tls_cert_file=tls_cert_file, tls_key_file=tls_key_file, rpc_timeout=rpc_timeout,
+        poll_interval=poll_interval,
     )  # fmt: skip
     asyncio.run(serve(args))

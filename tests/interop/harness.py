@@ -129,9 +129,9 @@ class Children:
             raise RuntimeError(f"{name} did not start; its log:\n{child.log()}") from None
         return child
 
-    async def host(self, port: int = 0) -> tuple[Child, str]:
+    async def host(self, port: int = 0, *extra: str) -> tuple[Child, str]:
         """A stock AutoGen host; returns it and its address."""
-        child = await self.start("host", [str(HERE / "host_main.py"), "--port", str(port)], ready="port")
+        child = await self.start("host", [str(HERE / "host_main.py"), "--port", str(port), *extra], ready="port")
         return child, f"127.0.0.1:{child.lines[0]['port']}"
 
     async def worker(self, host: str, *extra: str, name: str = "worker") -> Child:

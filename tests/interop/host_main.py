@@ -1,7 +1,8 @@
 """A stock AutoGen gRPC host in its own process, for the interop tests.
 
-Run: ``python host_main.py [--port PORT]``. It mounts autogen-ext's ``GrpcWorkerAgentRuntimeHostServicer``
-on a ``grpc.aio`` server bound to 127.0.0.1 (port 0 picks a free one), prints one JSON line
+Run: ``python host_main.py [--port PORT] [--tls-cert CERT --tls-key KEY [--tls-client-ca CA]]``.
+It mounts autogen-ext's ``GrpcWorkerAgentRuntimeHostServicer`` on a ``grpc.aio`` server bound to
+127.0.0.1 (port 0 picks a free one; TLS with ``--tls-cert``), prints one JSON line
 ``{"port", "pid"}`` once it serves, and stops at SIGTERM or when its standard input closes (the
 test that started it is gone).
 """
@@ -15,16 +16,27 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 import grpc
 from autogen_ext.runtimes.grpc import GrpcWorkerAgentRuntimeHostServicer
 from autogen_ext.runtimes.grpc.protos import agent_worker_pb2_grpc
 
 
-async def serve(port: int) -> None:
+def server_credentials(args: argparse.Namespace) -> grpc.ServerCredentials | None:
+    """The stock servicer on a TLS server: how a deployment puts TLS in front of a stock host."""
+    if not args.tls_cert:
+        return None
+    pair = (Path(args.tls_key).read_bytes(), Path(args.tls_cert).read_bytes())
+    roots = Path(args.tls_client_ca).read_bytes() if args.tls_client_ca else None
+    return grpc.ssl_server_credentials([pair], roots, require_client_auth=roots is not None)
+
+
+async def serve(port: int, credentials: grpc.ServerCredentials | None) -> None:
     server = grpc.aio.server()
     agent_worker_pb2_grpc.add_AgentRpcServicer_to_server(GrpcWorkerAgentRuntimeHostServicer(), server)
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    address = f"127.0.0.1:{port}"
+    bound = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
     await server.start()
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
@@ -43,9 +55,12 @@ async def serve(port: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tls-cert", default=None)
+    parser.add_argument("--tls-key", default=None)
+    parser.add_argument("--tls-client-ca", default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="host %(asctime)s %(name)s %(message)s")
-    asyncio.run(serve(args.port))
+    asyncio.run(serve(args.port, server_credentials(args)))
     return 0
 
 

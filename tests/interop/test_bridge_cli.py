@@ -51,6 +51,10 @@ def test_the_bridge_command_documents_its_options_and_environment_variables() ->
     assert result.exit_code == 0
     for text in ("--host HOST:PORT", "AGENTMESH_BRIDGE_HOST", "--seed", "AGENTMESH_SEEDS", "AGENTMESH_SECRET_KEY_FILE"):
         assert text in result.output
+    for text in ("--tls", "--tls-ca-file", "--tls-cert-file", "--tls-key-file"):
+        assert text in result.output
     missing = CliRunner().invoke(main, ["bridge"])
     assert missing.exit_code == 2 and "Missing option '--host'" in missing.output
+    half = CliRunner().invoke(main, ["bridge", "--host", "h:1", "--tls-cert-file", __file__])
+    assert half.exit_code == 2 and "give both --tls-cert-file and --tls-key-file" in half.output
     assert (BridgeConfig.rpc_timeout_s, BridgeConfig.poll_interval_s) == (RPC_TIMEOUT_S, POLL_INTERVAL_S)

@@ -1,6 +1,7 @@
 """A stock AutoGen ``GrpcWorkerAgentRuntime`` worker in its own process, driven by the interop tests.
 
-Run: ``python worker_main.py --host HOST:PORT [--protobuf] [--no-agents]``. Unless ``--no-agents``,
+Run: ``python worker_main.py --host HOST:PORT [--protobuf] [--no-agents] [--tls-ca CA [--tls-cert
+CERT --tls-key KEY]]``. Unless ``--no-agents``,
 it registers the standard agent types ``std_echo`` (RPCs: Ask -> Answer, StringValue -> Answer,
 Boom raises, Nothing returns None, Hang never answers) and ``std_listener`` and ``std_listener2``
 (subscribed to "news"; they print every News or StringValue they receive). Then it prints
@@ -13,6 +14,9 @@ Boom raises, Nothing returns None, Hang never answers) and ``std_listener`` and 
 
 Every message a standard agent receives is printed as ``{"event": kind, "text": ..., "agent": id}``.
 It exits when its standard input closes or at SIGTERM.
+
+The stock runtime (autogen-ext 0.7.5) only opens plaintext channels; with ``--tls-ca`` the channel
+it opens is a TLS one instead (see :func:`use_tls`), and nothing else changes.
 """
 
 from __future__ import annotations
@@ -24,8 +28,11 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
+import grpc
+import grpc.aio
 from autogen_core import (
     JSON_DATA_CONTENT_TYPE,
     PROTOBUF_DATA_CONTENT_TYPE,
@@ -90,6 +97,20 @@ class StdListener(RoutedAgent):
         emit({"event": "proto", "text": message.value, "agent": str(self.id)})
 
 
+def use_tls(ca: str, cert: str | None, key: str | None) -> None:
+    """Make the channels this process opens TLS channels (as a TLS proxy beside the worker would)."""
+
+    def read(path: str | None) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    credentials = grpc.ssl_channel_credentials(read(ca), read(key), read(cert))
+
+    def tls_channel(target: str, options: Any = None, compression: Any = None, interceptors: Any = None) -> Any:
+        return grpc.aio.secure_channel(target, credentials, options, compression, interceptors)
+
+    grpc.aio.insecure_channel = tls_channel
+
+
 async def run_command(runtime: GrpcWorkerAgentRuntime, command: dict[str, Any]) -> None:
     if command["op"] == "call":
         kind = {"ask": Ask, "boom": Boom, "nothing": Nothing}[command.get("message", "ask")]
@@ -134,7 +155,12 @@ def main() -> int:
     parser.add_argument("--host", required=True)
     parser.add_argument("--protobuf", action="store_true", help="publish with protobuf payloads")
     parser.add_argument("--no-agents", action="store_true", help="register no agent types (a pure caller)")
+    parser.add_argument("--tls-ca", default=None, help="connect with TLS, verifying the host with this CA")
+    parser.add_argument("--tls-cert", default=None, help="client certificate (mutual TLS)")
+    parser.add_argument("--tls-key", default=None, help="key of --tls-cert")
     args = parser.parse_args()
+    if args.tls_ca:
+        use_tls(args.tls_ca, args.tls_cert, args.tls_key)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="worker %(asctime)s %(name)s %(message)s")
     asyncio.run(serve(args))
     return 0
