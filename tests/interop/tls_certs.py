@@ -1,18 +1,21 @@
-"""Throw-away TLS certificates for the interop tests, made with the ``openssl`` command at test time
-(no private key is ever committed): a CA, a server certificate for 127.0.0.1 and a client
-certificate, all signed by that CA, plus a second CA that signed nothing the server trusts."""
+"""Throw-away TLS certificates for the interop tests, made at test time with the ``cryptography``
+package (a ``dev`` dependency; no private key is ever committed): a CA, a server certificate for
+127.0.0.1 and a client certificate, all signed by that CA, plus a second CA that signed nothing the
+server trusts."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import datetime
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-# openssl runs a few key generations; generous for a loaded 2-core machine.
-OPENSSL_TIMEOUT_S = 60.0
+Issuer = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
 
 
 @dataclass(frozen=True)
@@ -26,45 +29,65 @@ class Certs:
     stranger_key: Path
 
 
-def _openssl(*args: str | Path, cwd: Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], cwd=cwd, check=True, capture_output=True, timeout=OPENSSL_TIMEOUT_S)
+def _name(name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"agentmesh test {name}")])
 
 
-def _ca(directory: Path, name: str) -> tuple[Path, Path]:
-    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-        "-subj", f"/CN=agentmesh test {name}", "-keyout", key, "-out", cert,
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        cwd=directory,
+def _write(directory: Path, name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
+    cert_file, key_file = directory / f"{name}.pem", directory / f"{name}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_file.chmod(0o600)
+    return cert_file, key_file
+
+
+def _certificate(
+    subject: str, key: ec.EllipticCurvePrivateKey, issuer: Issuer | None, extensions: list[x509.ExtensionType]
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    issuer_name, signer = (issuer[0].subject, issuer[1]) if issuer is not None else (_name(subject), key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+    )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=isinstance(extension, x509.BasicConstraints))
+    return builder.sign(signer, hashes.SHA256())
+
+
+def _ca(directory: Path, name: str) -> tuple[Issuer, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    usage = x509.KeyUsage(
+        digital_signature=False, content_commitment=False, key_encipherment=False, data_encipherment=False,
+        key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
     )  # fmt: skip
-    return cert, key
+    cert = _certificate(name, key, None, [x509.BasicConstraints(ca=True, path_length=None), usage])
+    cert_file, _ = _write(directory, name, cert, key)
+    return (cert, key), cert_file
 
 
-def _leaf(directory: Path, name: str, ca: tuple[Path, Path], extensions: str) -> tuple[Path, Path]:
-    cert, key, csr, ext = (directory / f"{name}.{suffix}" for suffix in ("pem", "key", "csr", "ext"))
-    ext.write_text(extensions + "\nbasicConstraints=CA:FALSE\n")
-    _openssl(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-subj", f"/CN=agentmesh test {name}", "-keyout", key, "-out", csr,
-        cwd=directory,
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial", "-days", "1",
-        "-extfile", ext, "-out", cert,
-        cwd=directory,
-    )  # fmt: skip
-    return cert, key
+def _leaf(directory: Path, name: str, issuer: Issuer, extensions: list[x509.ExtensionType]) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _certificate(name, key, issuer, [x509.BasicConstraints(ca=False, path_length=None), *extensions])
+    return _write(directory, name, cert, key)
 
 
 def make_certs(directory: Path) -> Certs:
-    """Certificates in ``directory``; skips the test when the ``openssl`` command is missing."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make test certificates")
     directory.mkdir(parents=True, exist_ok=True)
-    ca = _ca(directory, "ca")
-    other_ca = _ca(directory, "other-ca")
-    server = _leaf(directory, "server", ca, "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth")
-    client = _leaf(directory, "client", ca, "extendedKeyUsage=clientAuth")
-    stranger = _leaf(directory, "stranger", other_ca, "extendedKeyUsage=clientAuth")
-    return Certs(ca[0], *server, *client, *stranger)
+    ca, ca_file = _ca(directory, "ca")
+    other_ca, _ = _ca(directory, "other-ca")
+    loopback = x509.SubjectAlternativeName(
+        [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    )
+    server = _leaf(directory, "server", ca, [loopback, x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])])
+    client_usage = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
+    client = _leaf(directory, "client", ca, [client_usage])
+    stranger = _leaf(directory, "stranger", other_ca, [client_usage])
+    return Certs(ca_file, *server, *client, *stranger)
