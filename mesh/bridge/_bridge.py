@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import NodeStoppedError
 from .._placement import owner
-from ._config import BridgeConfig
+from ._config import BridgeConfig, check_host_address
 from ._protos import load
 from ._proxy import ProxyNodeOptions
 from ._session import BridgeSession
@@ -88,8 +88,7 @@ class GrpcBridge:
         tls_cert_file: str | os.PathLike[str] | None = None,
         tls_key_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        if not host_address or "://" in host_address:
-            raise ValueError(f"host_address must be host:port (a gRPC target), not {host_address!r}")
+        check_host_address(host_address)
         self._tls = ChannelTls.from_files(tls, tls_ca_file, tls_cert_file, tls_key_file)
         self._credentials: Any = None
         self._node = node

@@ -34,3 +34,23 @@ class BridgeConfig:
     dedup_window: int = 4096
     # Events from the host queued for injection into the mesh before the reader waits.
     max_queued_events: int = 1024
+
+
+def check_host_address(address: str) -> str:
+    """``address`` if it is an AutoGen host's gRPC address, ``HOST:PORT`` (``[v6]:PORT`` too).
+
+    Raises:
+        ValueError: it names no host or no port 1-65535 (a URL, a bare host name, port 0...).
+    """
+    host, sep, port = address.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if (
+        not sep
+        or "://" in address
+        or not host.strip("[]")
+        or (":" in host and not bracketed)
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+    ):
+        raise ValueError(f"the AutoGen host address must be HOST:PORT with a port 1-65535, not {address!r}")
+    return address

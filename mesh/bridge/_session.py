@@ -169,6 +169,7 @@ class BridgeSession:
 
     async def _run(self) -> None:
         backoff = self._config.reconnect_initial_s
+        failed_attempts = 0  # in a row, since the last connection that got in step
         while True:  # until aclose() cancels it
             conn = HostConnection(self._p, self._host, self._config, self._credentials)
             in_step = False  # a connection that got in step with the host resets the back-off
@@ -181,7 +182,11 @@ class BridgeSession:
                     self.stats["connection_losses"] += 1
                     logger.warning("bridge: %s; reconnecting", exc)
                 else:
-                    logger.info("bridge: %s; retrying in about %.2f s", exc, backoff)
+                    failed_attempts += 1
+                    # The first failure of a run is news (a wrong address, a host that is down); the
+                    # retries after it are not.
+                    level = logging.WARNING if failed_attempts == 1 else logging.INFO
+                    logger.log(level, "bridge: %s; retrying in about %.2f s", exc, backoff)
             except Exception:
                 in_step = self.connected.is_set()
                 logger.exception("bridge: unexpected failure on the connection to %s; reconnecting", self._host)
@@ -189,6 +194,7 @@ class BridgeSession:
                 await self._disconnect(conn)
             if in_step:
                 backoff = self._config.reconnect_initial_s
+                failed_attempts = 0
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, self._config.reconnect_max_s)
 

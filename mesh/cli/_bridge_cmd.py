@@ -13,6 +13,15 @@ RPC_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 1.0
 
 
+def _host_address(value: str) -> str:
+    from ..bridge._config import check_host_address  # no grpc needed
+
+    try:
+        return check_host_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 @click.command("bridge")
 @click.option(
     "--host",
@@ -21,6 +30,7 @@ POLL_INTERVAL_S = 1.0
     envvar="AGENTMESH_BRIDGE_HOST",
     show_envvar=True,
     metavar="HOST:PORT",
+    callback=lambda ctx, param, value: _host_address(value),
     help="The AutoGen host's gRPC address.",
 )
 @click.option(

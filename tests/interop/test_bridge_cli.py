@@ -4,8 +4,10 @@ AutoGen host: calls cross both ways, and it leaves cleanly on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +17,9 @@ from interop.harness import Children
 from interop.mesh_agents import Received, register_mesh_agents
 from interop.test_failover import call_round_trip, proxy_nodes, wait_until_exported
 
-from mesh.bridge import BridgeConfig
+from mesh import MeshNode
+from mesh.bridge import BridgeConfig, GrpcBridge
+from mesh.bridge._config import check_host_address
 from mesh.cli import main
 from mesh.cli._bridge_cmd import POLL_INTERVAL_S, RPC_TIMEOUT_S
 from mesh.testing import wait_for
@@ -58,3 +62,49 @@ def test_the_bridge_command_documents_its_options_and_environment_variables() ->
     half = CliRunner().invoke(main, ["bridge", "--host", "h:1", "--tls-cert-file", __file__])
     assert half.exit_code == 2 and "give both --tls-cert-file and --tls-key-file" in half.output
     assert (BridgeConfig.rpc_timeout_s, BridgeConfig.poll_interval_s) == (RPC_TIMEOUT_S, POLL_INTERVAL_S)
+
+
+@pytest.mark.parametrize(
+    "address", ["nohostport", "127.0.0.1:99999", "127.0.0.1:0", ":50051", "::1:50051", "http://h:1"]
+)
+def test_a_host_address_without_a_host_and_a_port_is_a_usage_error(address: str) -> None:
+    result = CliRunner().invoke(main, ["bridge", "--host", address])
+    assert result.exit_code == 2, result.output
+    assert "HOST:PORT with a port 1-65535" in result.output
+
+
+@pytest.mark.parametrize("address", ["localhost:50051", "127.0.0.1:1", "[::1]:65535", "host.example:443"])
+def test_host_addresses_are_accepted(address: str) -> None:
+    assert check_host_address(address) == address
+    GrpcBridge(MeshNode(discovery="none"), address)  # made, not started
+
+
+def test_the_bridge_refuses_a_bad_host_address_too() -> None:
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        GrpcBridge(MeshNode(discovery="none"), "127.0.0.1:99999")
+
+
+async def test_a_host_that_never_answers_is_reported_once_at_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Not only at INFO: someone running the bridge at the default level learns the host is not
+    there; the retries after the first failure stay quiet."""
+    config = BridgeConfig(connect_timeout_s=0.2, reconnect_initial_s=0.05, reconnect_max_s=0.05)
+    caplog.set_level(logging.INFO, logger="mesh.bridge")
+    async with MeshNode(discovery="none") as node:
+        bridge = GrpcBridge(node, f"127.0.0.1:{_free_port()}", config=config)
+        await bridge.start()
+        try:
+            await wait_for(lambda: len(_failures(caplog)) >= 3, 30, "three failed attempts")
+        finally:
+            await bridge.stop()
+    levels = [record.levelno for record in _failures(caplog)]
+    assert levels[0] == logging.WARNING and set(levels[1:]) == {logging.INFO}, levels
+
+
+def _failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "retrying in about" in r.getMessage()]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
