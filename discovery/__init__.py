@@ -8,7 +8,7 @@ from ._config import MembershipConfig
 from ._errors import DiscoveryError, RecordDecodeError
 from ._mdns import SERVICE_TYPE, Announcement, MdnsDiscovery, browse, local_addresses_for
 from ._membership import Membership
-from ._record import MemberRecord, MemberStatus, is_valid_node_id
+from ._record import MemberRecord, MemberStatus, is_valid_endpoint, is_valid_node_id
 from ._swim import Event as MembershipEvent
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "MembershipEvent",
     "RecordDecodeError",
     "browse",
+    "is_valid_endpoint",
     "is_valid_node_id",
     "local_addresses_for",
 ]

@@ -32,3 +32,6 @@ class MembershipConfig:
     reconnect_interval_s: float = 2.0
     # A dead member's record is kept (so late gossip cannot resurrect it) for this long.
     dead_retention_s: float = 60.0
+    # At most one warning per interval about membership input or actions that failed (the rest are
+    # counted): a peer must not be able to flood the log.
+    error_log_interval_s: float = 10.0

@@ -51,6 +51,10 @@ class Membership:
         self._changed: asyncio.Event | None = None
         self._running = False
         self.bad_messages = 0
+        # Actions that failed (a send the channel could not make, a bug): counted, logged rate-limited.
+        self.failed_actions = 0
+        self._error_log_at = 0.0
+        self._errors_suppressed = 0
 
     @property
     def me(self) -> MemberRecord:
@@ -173,24 +177,59 @@ class Membership:
             self.bad_messages += 1
             logger.debug("bad membership message from %s: %s", sender, exc)
             return
+        except Exception:
+            # A bug, reached by a peer's message: the message is lost, never the node's membership.
+            self.bad_messages += 1
+            self._log_error("handling a membership message from %s failed", sender or "a stranger")
+            return
         self._run(outputs)
 
     def _tick(self) -> None:
         self._timer = None
-        if self._running:
-            self._run(self._state.tick(self._clock()))
+        if not self._running:
+            return
+        outputs: list[Output] = []
+        try:
+            outputs = self._state.tick(self._clock())
+        except Exception:
+            self.failed_actions += 1
+            self._log_error("a membership tick failed")
+        self._run(outputs)  # schedules the next tick, whatever happened
 
     def _run(self, outputs: list[Output]) -> None:
-        for out in outputs:
-            if isinstance(out, Send):
-                member = self._state.members.get(out.node_id)
-                if member is not None:
-                    self._channel.send(member.record, out.message, handshake=out.message[0] in HANDSHAKE_CODES)
-            elif isinstance(out, SendEndpoint):
-                self._channel.send_to_endpoint(out.endpoint, out.message)
-            else:
-                self._event(out)
-        self._schedule()
+        try:
+            for out in outputs:
+                # One action that fails (an endpoint the transport cannot dial, a bug) must not
+                # cost the others, nor the next tick: failure detection and joins depend on it.
+                try:
+                    self._act(out)
+                except Exception:
+                    self.failed_actions += 1
+                    self._log_error("membership action %s failed", type(out).__name__)
+        finally:
+            self._schedule()
+
+    def _act(self, out: Output) -> None:
+        if isinstance(out, Send):
+            member = self._state.members.get(out.node_id)
+            if member is not None:
+                self._channel.send(member.record, out.message, handshake=out.message[0] in HANDSHAKE_CODES)
+        elif isinstance(out, SendEndpoint):
+            self._channel.send_to_endpoint(out.endpoint, out.message)
+        else:
+            self._event(out)
+
+    def _log_error(self, message: str, *args: object) -> None:
+        """Log the exception being handled, at most once per ``error_log_interval_s``."""
+        now = self._clock()
+        if now < self._error_log_at:
+            self._errors_suppressed += 1
+            return
+        if self._errors_suppressed:
+            message += f" ({self._errors_suppressed} more errors since the last report)"
+        self._error_log_at = now + self._config.error_log_interval_s
+        self._errors_suppressed = 0
+        logger.warning(message, *args, exc_info=True)
 
     def _event(self, event: Event) -> None:
         if event.kind == "synced":
@@ -208,7 +247,8 @@ class Membership:
         try:
             self._on_event(event)
         except Exception:
-            logger.exception("membership event handler failed on %s", event.kind)
+            self.failed_actions += 1
+            self._log_error("membership event handler failed on %s", event.kind)
 
     def _wake_ack_waiters(self) -> None:
         waiters, self._ack_waiters = self._ack_waiters, []
@@ -219,8 +259,13 @@ class Membership:
     def _schedule(self) -> None:
         if not self._running or self._loop is None:
             return
-        deadline = self._state.next_deadline()
-        delay = max(0.0, deadline - self._clock())
+        try:
+            delay = max(0.0, self._state.next_deadline() - self._clock())
+        except Exception:
+            # Never leave the timer unset: probes, joins and verdicts all run from it.
+            self.failed_actions += 1
+            self._log_error("computing the next membership deadline failed")
+            delay = self._config.probe_interval_s
         when = self._loop.time() + delay
         if self._timer is not None:
             if abs(self._timer.when() - when) < 0.001:

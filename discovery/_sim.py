@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from ._config import MembershipConfig
-from ._record import MemberRecord, is_valid_node_id
+from ._record import MemberRecord, is_valid_endpoint, is_valid_node_id
 from ._swim import ACK, DEAD, HANDSHAKE_CODES, LEAVE, SUSPECT, Event, Output, Send, SwimState
 
 PROTOCOL = (1, 0)
@@ -102,16 +102,21 @@ class SimulatedMesh:
         self._last_arrival: dict[tuple[str, str], float] = {}
         self._changed = True
 
+    @staticmethod
+    def endpoint_of(node_id: str) -> str:
+        """The endpoint of the node ``node_id`` (a well-formed one: records with others are refused)."""
+        return f"tcp://{node_id}.sim:1"
+
     # -- controls ---------------------------------------------------------------------------------
 
     def add_node(self, name: str | None = None, *, mesh: str | None = None, seeds: Iterable[str] | None = None) -> str:
         """Start a node (its node id is ``name``) joining through ``seeds``, by default the first node."""
         node_id = name if name is not None else f"n{len(self.nodes)}"
-        if not is_valid_node_id(node_id) or node_id in self.nodes:
-            raise ValueError(f"node id {node_id!r} is invalid or taken")
+        endpoint = self.endpoint_of(node_id)
+        if not is_valid_node_id(node_id) or not is_valid_endpoint(endpoint) or node_id in self.nodes:
+            raise ValueError(f"node id {node_id!r} is invalid (it must also be a DNS label) or taken")
         if seeds is None:
             seeds = [next(iter(self.nodes.values())).endpoint] if self.nodes else []
-        endpoint = f"sim://{node_id}"
         record = MemberRecord(node_id, 1, 0, endpoint, node_id, mesh or self.mesh, PROTOCOL)
         state = SwimState(record, self.config, random.Random(self.rng.getrandbits(64)))
         node = SimNode(node_id, endpoint, state, [*seeds])

@@ -28,7 +28,7 @@ from typing import Any
 
 from ._config import MembershipConfig
 from ._errors import RecordDecodeError
-from ._record import MemberRecord, MemberStatus, is_valid_node_id
+from ._record import MemberRecord, MemberStatus, is_valid_endpoint, is_valid_node_id
 
 # Message codes. Messages are lists of msgpack-native values whose first item is the code.
 JOIN = 1  # [JOIN, record, want_state]           handshake: a node joins (or introduces itself)
@@ -215,8 +215,8 @@ class SwimState:
 
     def contact(self, endpoint: str, now: float) -> list[Output]:
         """A peer was discovered at ``endpoint`` (mDNS): join through it unless it is a member."""
-        if endpoint == self.me.endpoint or self.left:
-            return []
+        if endpoint == self.me.endpoint or self.left or not is_valid_endpoint(endpoint):
+            return []  # an announcement is a hint: one naming nothing a node may dial is ignored
         if any(m.record.endpoint == endpoint and not m.status.gone for m in self.members.values()):
             return []
         # Its STATE answer comes from a node we do not know yet: accept it for a while.

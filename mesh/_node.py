@@ -21,7 +21,7 @@ from typing import Any, TypeVar, overload
 
 import msgpack
 
-from discovery import MemberRecord, is_valid_node_id
+from discovery import MemberRecord, is_valid_endpoint, is_valid_node_id
 
 from . import _codec as wire
 from . import _errors
@@ -266,8 +266,13 @@ class MeshNode:
         if isinstance(seeds, str):
             raise TypeError("seeds must be a sequence of endpoints, not one string")
         for seed in seeds:
-            if not seed.startswith("tcp://"):
-                raise ValueError(f"seed {seed!r} must be a ZeroMQ TCP endpoint such as tcp://10.0.0.5:7400")
+            if not is_valid_endpoint(seed):
+                raise ValueError(
+                    f"seed {seed!r} must be a ZeroMQ TCP endpoint such as tcp://10.0.0.5:7400 (a host name, an IPv4 "
+                    "address or an [IPv6] address, a port 1-65535, and with per-node keys #<z85 server key>)"
+                )
+        if advertise and not is_valid_endpoint(_endpoint(advertise, 1)):
+            raise ValueError(f"advertise={advertise!r} must be a host name or an IP address that peers can dial")
         self._security = CurveSecurity.from_options(secret_key_file, authorized_keys_dir)
         if self._security is not None:
             for seed in seeds:
@@ -408,6 +413,7 @@ class MeshNode:
         membership = self._link.membership
         stats["local_health"] = membership.local_health if membership is not None else 0
         stats["bad_membership_messages"] = membership.bad_messages if membership is not None else 0
+        stats["failed_membership_actions"] = membership.failed_actions if membership is not None else 0
         stats["queued"] = self._dispatcher.queued
         stats["running_handlers"] = self._dispatcher.busy
         stats["agents"] = len(self._agents.instances)

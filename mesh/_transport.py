@@ -137,6 +137,7 @@ class Transport:
         self._closed = False
         self._version_log_at = 0.0
         self._refused_endpoints: set[str] = set()
+        self._unreachable_log_at = 0.0
         self.stats = {
             "frames_in": 0,
             "frames_out": 0,
@@ -144,6 +145,7 @@ class Transport:
             "bytes_out": 0,
             "dropped_pending": 0,
             "refused_endpoints": 0,
+            "unreachable_endpoints": 0,
         }
 
     @property
@@ -218,7 +220,11 @@ class Transport:
     def _link(self, endpoint: str) -> Link | None:
         link = self._links.get(endpoint)
         if link is None:
-            sock = self._context.socket(zmq.DEALER)
+            try:
+                sock = self._context.socket(zmq.DEALER)
+            except zmq.ZMQError as exc:  # out of sockets or file descriptors
+                self._unreachable(endpoint, exc)
+                return None
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.setsockopt(zmq.SNDHWM, 0)
@@ -238,10 +244,25 @@ class Transport:
                         self._refused_endpoints.add(endpoint)
                         logger.error("not connecting to %s: %s", endpoint, exc)
                     return None
-            sock.connect(_strip_key(endpoint))
+            try:
+                sock.connect(_strip_key(endpoint))
+            except zmq.ZMQError as exc:
+                # Membership validates the endpoints peers name; this is the last line of defence: an
+                # endpoint ZeroMQ cannot dial is an unreachable peer, never an exception for the
+                # caller (membership would stop at it).
+                sock.close(0)
+                self._unreachable(endpoint, exc)
+                return None
             link = Link(endpoint, sock)
             self._links[endpoint] = link
         return link
+
+    def _unreachable(self, endpoint: str, exc: zmq.ZMQError) -> None:
+        self.stats["unreachable_endpoints"] += 1
+        now = time.monotonic()
+        if now >= self._unreachable_log_at:  # the endpoint may come from a peer: one line per interval
+            self._unreachable_log_at = now + self._config.bad_frame_log_interval_s
+            logger.warning("cannot connect to %r, dropping what was sent to it: %s", endpoint[:200], exc)
 
     def has_link(self, endpoint: str) -> bool:
         return endpoint in self._links
@@ -254,7 +275,7 @@ class Transport:
         iteration, together with everything else queued for that peer."""
         link = self._links.get(endpoint) or self._link(endpoint)
         if link is None:
-            return  # refused by the security layer (counted and logged)
+            return  # refused by the security layer, or not dialable (counted and logged)
         link.outbox.append((CLS_HANDSHAKE if handshake else CLS_DATA, target_incarnation, record, size))
         self._dirty.add(link)
         if not self._flush_scheduled and self._loop is not None:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from discovery import DiscoveryError, local_addresses_for
+from discovery import DiscoveryError, is_valid_endpoint, local_addresses_for
 
 from .._config import MeshConfig
 from .._errors import MeshError
@@ -28,8 +28,10 @@ def _split_seeds(ctx: click.Context, param: click.Parameter, value: Sequence[str
     """Seeds from repeated ``--seed`` options, or ``AGENTMESH_SEEDS`` separated by commas or spaces."""
     seeds = tuple(part for item in value for part in item.replace(",", " ").split())
     for seed in seeds:
-        if not seed.startswith("tcp://"):
-            raise click.BadParameter(f"{seed!r} is not a ZeroMQ TCP endpoint such as tcp://10.0.0.5:7400")
+        if not is_valid_endpoint(seed):
+            raise click.BadParameter(
+                f"{seed!r} is not a ZeroMQ TCP endpoint such as tcp://10.0.0.5:7400 (tcp://HOST:PORT[#KEY])"
+            )
     return seeds
 
 

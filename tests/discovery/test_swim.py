@@ -91,7 +91,7 @@ def test_five_nodes_joining_through_a_seed_converge_and_see_each_other_join(stag
 
 def test_a_node_with_unreachable_seeds_keeps_asking_and_joins_when_one_appears() -> None:
     sim = SimulatedMesh(CFG, seed=2)
-    first = sim.add_node("first", seeds=["sim://later"])
+    first = sim.add_node("first", seeds=[SimulatedMesh.endpoint_of("later")])
     sim.run_for(3.0)
     assert not sim.nodes[first].state.joined and sim.nodes[first].sent_by_code[JOIN] >= 3  # retried
     sim.add_node("later", seeds=[])

@@ -21,6 +21,7 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
+from support.procs import NodeProcesses
 
 from mesh import (
     AgentId,
@@ -299,6 +300,62 @@ async def test_joins_from_another_mesh_make_no_connections_and_few_log_lines(
     assert not problems, f"{count} JOINs from one stranger, naming another mesh and {count} endpoints: " + "; ".join(
         problems
     )
+
+
+# -- endpoints named by peers ---------------------------------------------------------------------------
+
+# Endpoints a JOIN may name that no node may dial: ZeroMQ refuses some at ``connect`` (which used to
+# escape the membership driver and stop its timer), and accepts others that reach what no peer
+# should make a node reach (local sockets, its own interfaces).
+MALFORMED_ENDPOINTS = [
+    "tcp://x",  # no port
+    "tcp://x:abc",
+    "tcp://x:0",
+    "tcp://x:65536",
+    "tcp://_x:1",
+    "tcp://a b:1",
+    "tcp://127.0.0.1:1#not-a-key",
+    "tcp://eth0;127.0.0.1:1",  # ZeroMQ's source-address form
+    "ipc:///tmp/agentmesh-hostile-join",
+    "inproc://agentmesh-hostile-join",
+]
+# Bound on a SIGKILLed peer being declared dead with FAST_CONFIG (about a second; a loaded 2-core
+# machine may be several times slower).
+DETECTION_TIMEOUT_S = 15.0
+
+
+async def test_joins_naming_malformed_endpoints_are_refused_and_membership_keeps_working(
+    target: MeshNode, strangers: Strangers, node_procs: NodeProcesses
+) -> None:
+    assert target.address is not None
+    # A real peer in its own process, joined before the hostile frames, to be killed after them.
+    victim = await node_procs.start("victim", seeds=[target.address], extra_args=["--mesh", target.mesh])
+    await wait_for(lambda: victim.node_id in {p.node_id for p in target.peers}, COUNT_TIMEOUT_S, "the victim joining")
+    before = target.statistics()
+    for i, endpoint in enumerate(MALFORMED_ENDPOINTS):
+        record = [f"fake-{i}", 1, 0, endpoint, "x", target.mesh, wire.PROTOCOL_MAJOR, wire.PROTOCOL_MINOR, b""]
+        body = msgpack.packb([[wire.MEMBER, [MEMBER_JOIN, record]]], use_bin_type=True)
+        strangers.send(stranger_rid(i), header(wire.CLS_HANDSHAKE) + body)
+    await _counted(target, "frames_in", before["frames_in"] + len(MALFORMED_ENDPOINTS))
+    membership = target._link.membership
+    assert membership is not None
+
+    # (a) A new node still joins through it, and is answered.
+    await _still_serves(target)
+    # (b) Failure detection still runs: a SIGKILLed peer is declared dead.
+    node_procs.kill(victim)
+    await wait_for(
+        lambda: victim.node_id not in {p.node_id for p in target.peers},
+        DETECTION_TIMEOUT_S,
+        "the killed peer being declared dead",
+    )
+    status = membership.member_status().get(victim.node_id)
+    assert status is not None and status[1].gone
+    # Each JOIN was refused and counted; none made a member (whose endpoint gossip would spread).
+    fakes = sorted(n for n in membership.member_status() if n.startswith("fake-"))
+    assert fakes == [], f"JOINs naming malformed endpoints made members of {fakes}"
+    after = target.statistics()
+    assert after["bad_membership_messages"] == before["bad_membership_messages"] + len(MALFORMED_ENDPOINTS)
 
 
 # -- a frame that expands into memory ----------------------------------------------------------------
