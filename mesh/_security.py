@@ -20,8 +20,10 @@ so a spoofed announcement cannot make this node send data to an unauthenticated 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +52,49 @@ def split_endpoint(endpoint: str) -> tuple[str, str | None]:
 
 
 def generate_keys(directory: str | os.PathLike[str], name: str) -> tuple[Path, Path]:
-    """Write ``<name>.key`` (public) and ``<name>.key_secret`` into ``directory``."""
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(directory, name)
-    os.chmod(secret, 0o600)
-    return Path(public), Path(secret)
+    """Write ``<name>.key`` (public) and ``<name>.key_secret`` (secret, mode 600) into ``directory``,
+    replacing files of those names; a missing ``directory`` is created with mode 700.
+
+    The files are in the format of ``zmq.auth.create_certificates`` (read by
+    ``zmq.auth.load_certificate``), but the secret one is created with its final mode: it never
+    exists, not even for an instant, readable by others.
+    """
+    folder = Path(directory)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # an existing directory keeps its mode
+    public, secret = zmq.curve_keypair()
+    public_file, secret_file = folder / f"{name}.key", folder / f"{name}.key_secret"
+    _write_certificate(public_file, _certificate(public, None), 0o644)
+    _write_certificate(secret_file, _certificate(public, secret), 0o600)
+    return public_file, secret_file
+
+
+def _certificate(public: bytes, secret: bytes | None) -> str:
+    lines = [
+        f"#   ZeroMQ CURVE {'Secret' if secret else 'Public'} Certificate (written by agentmesh)",
+        "#   Keep this file private: it holds the secret key." if secret else "#   The node's public key.",
+        "",
+        "metadata",
+        "curve",
+        f'    public-key = "{public.decode()}"',
+    ]
+    if secret:
+        lines.append(f'    secret-key = "{secret.decode()}"')
+    return "\n".join(lines) + "\n"
+
+
+def _write_certificate(path: Path, text: str, mode: int) -> None:
+    """Write a new file created with ``mode`` (less what the umask removes), then rename it over
+    ``path``: no chmod afterwards, so no window in which it has broader permissions."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
+    try:
+        with open(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 class CurveSecurity:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
-from collections.abc import AsyncIterator
+import stat
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -181,6 +183,49 @@ async def test_a_new_key_is_admitted_after_reload(keys, tmp_path: Path, nodes: N
     a.reload_authorized_keys()
     c = await nodes.start(name="c", seeds=[a.address], secret_key_file=keys["c"][1], authorized_keys_dir=c_dir)
     await wait_for(lambda: bool(c.peers) and bool(a.peers), 5, "c joining a")
+
+
+@pytest.fixture
+def no_umask() -> Iterator[None]:
+    """A umask of 0 for the test (process-wide; tests run one at a time): modes are the ones asked for."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_generated_keys_are_private_from_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_umask: None
+) -> None:
+    """The secret key file is created with mode 600, not made so by a chmod after it was written
+    (which left it readable by others for a moment); a new key directory gets mode 700."""
+    keys_dir = tmp_path / "new" / "keys"
+    with monkeypatch.context() as patched:
+
+        def no_chmod(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a key file was written with broader permissions, then chmod'ed")
+
+        patched.setattr(os, "chmod", no_chmod)
+        public, secret = generate_keys(keys_dir, "n")
+    assert (_mode(keys_dir), _mode(secret), _mode(public)) == (0o700, 0o600, 0o644)
+    assert sorted(p.name for p in keys_dir.iterdir()) == ["n.key", "n.key_secret"]  # no temporary file left
+    public_key, secret_key = zmq.auth.load_certificate(secret)
+    assert secret_key is not None and zmq.curve_public(secret_key) == public_key
+    assert zmq.auth.load_certificate(public) == (public_key, None)
+
+    # Replacing a pair (agentmesh keygen --force) in an existing directory: the directory keeps its
+    # mode, the new secret file is private even where the old one was not.
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.close(os.open(shared / "n.key_secret", os.O_WRONLY | os.O_CREAT, 0o644))
+    _, replaced = generate_keys(shared, "n")
+    assert (_mode(shared), _mode(replaced)) == (0o755, 0o600)
+    assert zmq.auth.load_certificate(replaced)[1] not in (None, secret_key)
 
 
 def test_security_options_are_checked(tmp_path: Path) -> None:
