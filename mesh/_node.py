@@ -1093,6 +1093,7 @@ class MeshNode:
         """Send ``message`` to ``recipient`` on whichever node owns it and return the reply.
 
         Raises:
+            NodeStoppedError: this node is not running.
             UnknownAgentTypeError: no live node hosts the recipient's type (at once).
             AgentUnreachableError: the owner died or the link was lost before the reply.
             TimeoutError: ``timeout`` (or the node's ``rpc_timeout_s``) passed; the handler's
@@ -1108,14 +1109,15 @@ class MeshNode:
             cancellation_token = CancellationToken()
         if message_id is None:
             message_id = self._new_message_id()
+        if not self._running:
+            # First: a stopped node knows none of its peers' types, and that is not the caller's error.
+            raise NodeStoppedError("the node is not running: call `await node.start()` first")
         if self._table.owner(recipient._type, recipient._key) is None:
             raise compat(UnknownAgentTypeError)(
                 f"Agent type {recipient.type!r} is not registered on any live node (recipient {recipient})"
             )
         if cancellation_token.is_cancelled():
             raise asyncio.CancelledError("the cancellation token was cancelled before the message was sent")
-        if not self._running:
-            raise NodeStoppedError("the node is not running: call `await node.start()` first")
         if self._interventions:
             ctx = MessageContext(sender, None, True, cancellation_token, message_id)
             for handler in self._interventions:
