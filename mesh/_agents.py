@@ -175,5 +175,14 @@ class LocalAgents:
         self.foreign.discard(agent_id)
         return self.instances.pop(agent_id, None)
 
+    def put_back(self, agent_id: AgentId, agent: Any) -> bool:
+        """Keep a dropped agent after all (nobody took it over); False if a new one exists already."""
+        if agent_id in self.instances or agent_id in self._creating:
+            return False
+        self.instances[agent_id] = agent
+        if _is_foreign(agent):
+            self.foreign.add(agent_id)
+        return True
+
 
 AgentFactory = Callable[[], Agent | Awaitable[Agent]]

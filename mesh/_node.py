@@ -319,6 +319,11 @@ class MeshNode:
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._moving: dict[AgentId, list[Callable[[], None]]] = {}
+        # While this node leaves: peers that refused a handover because they leave too (left out
+        # of its routing), and handovers it is still taking in (it hands those on before it goes).
+        self._refusing: set[str] = set()
+        self._receiving = 0
+        self._received = asyncio.Event()
         self._mdns: Any = None
         self._view_listeners: list[Callable[[], None]] = []
         # Round trips of the last remote calls (seconds), for statistics(): a ring, no allocation.
@@ -506,7 +511,9 @@ class MeshNode:
             await asyncio.shield(self._stopping)
         self._incarnation = max(self._incarnation + 1, time.time_ns() // 1_000_000)
         self._leaving = False
+        self._refusing.clear()
         self._view_event = asyncio.Event()
+        self._received = asyncio.Event()  # of this loop (a restart may run on another one)
         if self._security is not None:
             self._security.start()
         try:
@@ -591,10 +598,13 @@ class MeshNode:
         return self._security is not None
 
     async def stop(self) -> None:
-        """Stop gracefully: hand live agents over to their next owners, finish queued and running
-        handlers within ``config.stop_timeout_s``, tell the mesh this node leaves, then fail
-        whatever is left with a clear error. Idempotent; the node can be started again
-        afterwards (new incarnation, registrations and subscriptions kept)."""
+        """Stop gracefully: hand live agents over to their next owners and finish queued and
+        running handlers, both within ``config.stop_timeout_s``, tell the mesh this node leaves,
+        then fail whatever is left with a clear error. Idempotent; the node can be started again
+        afterwards (new incarnation, registrations and subscriptions kept).
+
+        Agents that no node staying in the mesh takes over (every node hosting their type leaves
+        too) stay on this stopped node with their state, and a warning names them."""
         if self._start_task is not None and not self._start_task.done():
             await asyncio.wait([self._start_task])
         if not self._running:
@@ -611,15 +621,19 @@ class MeshNode:
         self._raise_background_exception()
 
     async def _stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        # One deadline for the handovers and the handlers: stop() ends within stop_timeout_s
+        # (plus the cancellation of what is still running then).
+        deadline = loop.time() + self._config.stop_timeout_s
         if self._link.peers():
             # Route around this node from now on, and hand its live agents to their new owners.
             self._leaving = True
             self._view_changed()
-            await self._hand_over_all()
+            await self._hand_over_all(deadline)
         if self._mdns is not None:
             await self._mdns.close()
             self._mdns = None
-        finished = await self._dispatcher.drain(self._config.stop_timeout_s)
+        finished = await self._dispatcher.drain(max(0.0, deadline - loop.time()))
         if not finished:
             logger.warning("stop: handlers still running after %.1f s were cancelled", self._config.stop_timeout_s)
         self._link.leave()
@@ -634,6 +648,7 @@ class MeshNode:
             self._security.stop()
         self._running = False
         self._leaving = False
+        self._refusing.clear()
         self._table_now = RoutingTable({self._node_id: self._info})
         self._table_stale = False
 
@@ -646,6 +661,8 @@ class MeshNode:
                 future.set_exception(NodeStoppedError("the node stopped before the handler started"))
         elif fn == self._run_remote_rpc:
             self._link.reply(item[1], item[2], wire.NOT_RUN, "the owner node stopped before the handler started")
+        elif fn == self._run_handover:
+            self._link.reply(item[1], item[2], wire.RETRY, f"node {self._name} stopped before taking the agent")
 
     async def stop_when_idle(self) -> None:
         """Stop once nothing is queued or running on this node and everything it sent was
@@ -880,6 +897,8 @@ class MeshNode:
             infos = self._link.infos() if self._running else {}
             if not self._leaving:
                 infos[self._node_id] = self._info
+            for node_id in self._refusing:
+                infos.pop(node_id, None)
             self._table_now = RoutingTable(infos)
             self._table_stale = False
         return self._table_now
@@ -1560,50 +1579,134 @@ class MeshNode:
                 self._moving[agent_id] = []
                 self._spawn(self._hand_over(agent_id, owner))
 
-    async def _hand_over_all(self) -> None:
-        table = self._table
-        moves = []
-        for agent_id in self._agents.movable():
-            owner = table.owner(agent_id.type, agent_id.key)
-            if owner is not None and agent_id not in self._moving:
+    async def _hand_over_all(self, deadline: float) -> None:
+        """Hand every live agent to its next owner before this node leaves (by ``deadline``, a
+        loop time), including agents that other nodes handed to this one meanwhile."""
+        loop = asyncio.get_running_loop()
+        offered: set[AgentId] = set()
+        kept: list[AgentId] = []
+        while True:  # bounded: every agent is offered once, and waiting ends at the deadline
+            table = self._table
+            moves: list[Awaitable[bool]] = []
+            moving: list[AgentId] = []
+            for agent_id in self._agents.movable():
+                if agent_id in offered or agent_id in self._moving:
+                    continue
+                # Offered once: a copy that reappears later was made afresh by a late message,
+                # and must not overwrite the state its new owner has now.
+                offered.add(agent_id)
+                owner = table.owner(agent_id.type, agent_id.key)
+                if owner is None:
+                    continue  # no other node hosts its type: it stays here, as on a lone node
                 self._moving[agent_id] = []
-                moves.append(self._hand_over(agent_id, owner))
-        if moves:
-            await asyncio.gather(*moves, return_exceptions=True)
+                moving.append(agent_id)
+                moves.append(self._hand_over(agent_id, owner, deadline))
+            if moves:
+                for agent_id, moved in zip(moving, await asyncio.gather(*moves), strict=True):
+                    if not moved:
+                        kept.append(agent_id)
+                continue
+            remaining = deadline - loop.time()
+            if self._receiving == 0 or remaining <= 0:
+                break
+            # A handover that arrived before this node began to leave is still loading: wait for it.
+            self._received.clear()
+            try:
+                await asyncio.wait_for(self._received.wait(), remaining)
+            except TimeoutError:
+                break
+        if kept:
+            shown = ", ".join(map(str, kept[:10])) + (f" and {len(kept) - 10} more" if len(kept) > 10 else "")
+            logger.warning(
+                "stop: no node that stays in the mesh took over %d agent(s) within %.1f s (%s): they stay on "
+                "this stopped node, and their state is lost if it is closed or the process ends",
+                len(kept),
+                self._config.stop_timeout_s,
+                shown,
+            )
 
-    async def _hand_over(self, agent_id: AgentId, owner: str) -> None:
-        """save_state here, load_state on the new owner, then close this copy. Messages for the
-        agent that arrive meanwhile wait, and follow the state on the same ordered channel."""
+    async def _hand_over(self, agent_id: AgentId, owner: str, deadline: float | None = None) -> bool:
+        """save_state here, load_state on the new owner, then close this copy. A node that refuses
+        (it is leaving too) or is gone is skipped for the next one in the key's HRW ranking.
+        Messages for the agent that arrive meanwhile wait, and follow once the move is settled.
+
+        Returns False if the agent stays here: nobody took it, or ``deadline`` (loop time) passed.
+        """
+        agent = self._agents.instances.get(agent_id)
         try:
-            agent = self._agents.instances.get(agent_id)
             if agent is None:
-                return
+                return True
             state = b""
             if _overrides(agent, "save_state"):
                 try:
                     state = msgpack.packb(dict(await agent.save_state()), use_bin_type=True)
                 except Exception:
                     logger.exception("save_state of %s failed: it moves to its new owner without state", agent_id)
-            req_id, future = self._link.new_call(owner, agent_id)
-            self._link.send_control(owner, [wire.HANDOVER, req_id, agent_id.type, agent_id.key, state])
             self._agents.drop(agent_id)
-            self._stats["handed_over"] += 1
-            self._release_moving(agent_id)
-            try:
-                async with asyncio.timeout(self._config.visibility_timeout_s):
-                    await future
-            except (TimeoutError, Exception) as exc:
-                logger.warning("handover of %s to %s not confirmed: %s", agent_id, owner, exc)
-            finally:
-                self._link.forget_call(req_id)
-            try:
-                await agent.close()
-            except Exception:
-                logger.exception("agent %s raised in close()", agent_id)
-        except AgentUnreachableError as exc:
-            logger.warning("handover of %s failed: %s", agent_id, exc)
+            skip: set[str] = set()
+            target: str | None = owner
+            # Bounded: every attempt skips one more node. Where the next choice is this node (it
+            # does not leave, and the nodes ranked above it refused), the agent stays here.
+            while target is not None and target != self._node_id:
+                outcome = await self._offer(agent_id, target, state, deadline)
+                if outcome is None:
+                    self._stats["handed_over"] += 1
+                    try:
+                        await agent.close()
+                    except Exception:
+                        logger.exception("agent %s raised in close()", agent_id)
+                    return True
+                if outcome == "deadline":
+                    break
+                logger.info("handover of %s: %s; trying the next node", agent_id, outcome)
+                skip.add(target)
+                if self._leaving and outcome.startswith("refused"):
+                    self._refusing.add(target)
+                    self._table_stale = True
+                target = self._table.owner_skipping(agent_id.type, agent_id.key, skip)
+            if not self._agents.put_back(agent_id, agent):
+                logger.warning("handover of %s failed and a new copy exists here: the old state is dropped", agent_id)
+                try:
+                    await agent.close()
+                except Exception:
+                    logger.exception("agent %s raised in close()", agent_id)
+                return True
+            if target is None and not self._leaving:
+                logger.warning("handover of %s: no node took it over; it stays here", agent_id)
+            return False
         finally:
             self._release_moving(agent_id)
+
+    async def _offer(self, agent_id: AgentId, target: str, state: bytes, deadline: float | None) -> str | None:
+        """Offer the agent's state to ``target``: None once it took it (or did not answer in time,
+        so that it may have), else why not: "refused: ...", "failed: ..." or "deadline"."""
+        timeout = self._config.visibility_timeout_s
+        if deadline is not None:
+            timeout = min(timeout, deadline - asyncio.get_running_loop().time())
+            if timeout <= 0:
+                return "deadline"
+        try:
+            req_id, future = self._link.new_call(target, agent_id)
+        except AgentUnreachableError as exc:
+            return f"refused: {exc}"
+        try:
+            if not self._link.send_control(target, [wire.HANDOVER, req_id, agent_id.type, agent_id.key, state]):
+                return f"refused: node {target} is not a live member of the mesh"
+            async with asyncio.timeout(timeout):
+                result = await future
+        except TimeoutError:
+            logger.warning("handover of %s to %s not confirmed within %.1f s", agent_id, target, timeout)
+            return None
+        except AgentUnreachableError as exc:
+            return f"refused: {exc}"
+        except Exception as exc:
+            logger.warning("handover of %s to %s failed: %r", agent_id, target, exc)
+            return f"failed: {exc!r}"
+        finally:
+            self._link.forget_call(req_id)
+        if result is _RETRY:
+            return f"refused: node {target} is leaving"
+        return None
 
     def _release_moving(self, agent_id: AgentId) -> None:
         waiting = self._moving.pop(agent_id, None)
@@ -1640,6 +1743,11 @@ class MeshNode:
             )
 
     async def _run_handover(self, origin: str, req_id: int, agent_id: AgentId, state: bytes) -> None:
+        if self._leaving:
+            # It would have to pass the agent on again: the sender picks the next owner instead.
+            self._link.reply(origin, req_id, wire.RETRY, f"node {self._name} is leaving the mesh")
+            return
+        self._receiving += 1
         try:
             decoded = msgpack.unpackb(state, raw=False) if state else None
 
@@ -1653,6 +1761,9 @@ class MeshNode:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
+        finally:
+            self._receiving -= 1
+            self._received.set()
         self._link.reply(origin, req_id, wire.OK, "NoneType", "application/x-msgpack", msgpack.packb(None))
 
     # -- agents -----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ publish maps every matching subscription to an AgentId and every AgentId to its 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -176,6 +176,15 @@ class RoutingTable:
             self._owner_cache.clear()
         self._owner_cache[cache_key] = node
         return node
+
+    def owner_skipping(self, agent_type: str, key: str, skip: Collection[str]) -> str | None:
+        """The owner of ``agent_type/key`` once the nodes in ``skip`` are left out: the next node in
+        the key's HRW ranking (used to hand an agent on when its first choice refuses it)."""
+        node = self.instances.get((agent_type, key))
+        if node is not None:
+            return None if node in skip else node
+        hosts = [n for n in self.type_hosts.get(agent_type, ()) if n not in skip]
+        return hrw_owner(hosts, agent_type, key) if hosts else None
 
     def recipients(self, topic_type: str, topic_source: str) -> list[AgentId]:
         """Every AgentId a publish to the topic reaches, once per matching subscription."""

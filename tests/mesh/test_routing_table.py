@@ -136,6 +136,19 @@ def test_owner_of_a_factory_type_moves_only_off_a_node_that_left() -> None:
     assert {full.owner("alpha", k) for k in keys} == {f"n{i}" for i in range(5)}
 
 
+@given(meshes(), st.text(max_size=4), st.data())
+def test_owner_skipping_nodes_is_the_owner_of_the_view_without_them(mesh: Mesh, key: str, data: st.DataObject) -> None:
+    """A handover that its first choice refuses goes to the next node in the key's HRW ranking:
+    the owner the view would name if the refusing nodes were gone."""
+    skip = set(data.draw(st.lists(st.sampled_from(sorted(mesh.nodes)), unique=True))) if mesh.nodes else set()
+    table = RoutingTable(mesh.nodes)
+    without = RoutingTable({n: info for n, info in mesh.nodes.items() if n not in skip})
+    for agent_type in AGENT_TYPES:
+        assert table.owner_skipping(agent_type, key, set()) == table.owner(agent_type, key)
+        if mesh.kinds.get(agent_type) != "instance":
+            assert table.owner_skipping(agent_type, key, skip) == without.owner(agent_type, key)
+
+
 # -- metadata encoding ------------------------------------------------------------------------------
 
 
