@@ -263,7 +263,8 @@ class BackgroundNode:
         timeout: float | None = None,
     ) -> Any:
         """Send ``message`` to ``recipient`` and wait for the reply, at most ``timeout`` seconds
-        (``call_timeout_s`` by default); the handler is cancelled when the time is up.
+        (``call_timeout_s`` by default); when the time is up the handler's cancellation token is
+        cancelled (a handler that ignores its token runs on).
 
         ``cancellation_token`` may be cancelled from any thread; the call then raises
         ``concurrent.futures.CancelledError``.

@@ -25,6 +25,11 @@ class MeshError(Exception):
     """Root of the mesh's own errors."""
 
 
+class SecurityConfigError(MeshError, ValueError):
+    """The security settings cannot be used: key files missing or unreadable, a seed naming a key
+    that is not allowed, a bridge server exposed without the authentication the mesh requires."""
+
+
 class UnknownAgentTypeError(MeshError, UndeliverableException, LookupError):
     """No live node hosts the recipient's agent type."""
 

@@ -31,7 +31,7 @@ import zmq
 import zmq.auth
 from zmq.auth.asyncio import AsyncioAuthenticator
 
-from ._errors import MeshError
+from ._errors import SecurityConfigError
 
 logger = logging.getLogger("mesh")
 
@@ -39,10 +39,6 @@ ENV_SECRET_KEY_FILE = "AGENTMESH_SECRET_KEY_FILE"
 ENV_AUTHORIZED_KEYS_DIR = "AGENTMESH_AUTHORIZED_KEYS_DIR"
 MAX_SOCKETS = 16_384
 ZAP_DOMAIN = "agentmesh"
-
-
-class SecurityConfigError(MeshError, ValueError):
-    """The key files given to a node are missing or unreadable."""
 
 
 def split_endpoint(endpoint: str) -> tuple[str, str | None]:

@@ -8,6 +8,7 @@ this package needs neither.
 
 from __future__ import annotations
 
+from .._errors import SecurityConfigError
 from ._bridge import GrpcBridge, capability, elected
 from ._config import BridgeConfig
 from ._proxy import HostAgentProxy, WorkerAgentProxy
@@ -18,6 +19,7 @@ __all__ = [
     "BridgeConfig",
     "GrpcBridge",
     "HostAgentProxy",
+    "SecurityConfigError",
     "WorkerAgentProxy",
     "capability",
     "elected",

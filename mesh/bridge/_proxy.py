@@ -92,7 +92,8 @@ class ProxyNodeOptions:
 
     def check(self, parent: MeshNode) -> None:
         """Refuse at once a set-up whose proxy nodes could not join ``parent``'s secured mesh."""
-        from .._security import ENV_SECRET_KEY_FILE, SecurityConfigError
+        from .._errors import SecurityConfigError
+        from .._security import ENV_SECRET_KEY_FILE
 
         if parent.public_key is not None and not (self.secret_key_file or os.environ.get(ENV_SECRET_KEY_FILE)):
             raise SecurityConfigError(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._security import SecurityConfigError
+from .._errors import SecurityConfigError
 
 if TYPE_CHECKING:
     from .._node import MeshNode

@@ -44,7 +44,8 @@ def main(log_level: str | None) -> None:
 @main.command()
 @click.option("--timeout", "timeout_s", type=float, default=DEFAULT_TIMEOUT_S, show_default=True,
               help="Seconds to listen for mDNS announcements.")  # fmt: skip
-@click.option("--mesh", default=None, help="Only nodes of this mesh name (exit code 1 if none is found).")
+@click.option("--mesh", default=None, envvar="AGENTMESH_MESH", show_envvar=True,
+              help="Only nodes of this mesh name (exit code 1 if none is found).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output: a JSON list of nodes.")
 @click.option("--interface", "interfaces", multiple=True,
               help="Interface name or address to browse on (repeatable; default: env AGENTMESH_MDNS_INTERFACES, "

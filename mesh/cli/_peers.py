@@ -180,13 +180,19 @@ def run_peers(
     """What ``peers`` prints, and its exit code (0; 1 when ``--mesh`` was given and not found)."""
     # The temporary node binds a LAN address without keys on purpose (it hosts nothing and leaves
     # at once): the mesh's warning about it would only be noise here.
-    logging.getLogger("mesh").setLevel(logging.ERROR)
     # Browsing IPv6 where a namespace or host has no IPv6 route makes zeroconf log each failed send
-    # with a traceback at WARNING; what matters to this command is what it finds.
-    logging.getLogger("zeroconf").setLevel(logging.ERROR)
+    # with a traceback at WARNING; what matters to this command is what it finds. The levels are
+    # put back afterwards (run_peers may be called in a longer-lived process).
+    quieted = {name: logging.getLogger(name) for name in ("mesh", "zeroconf")}
+    levels = {name: logger.level for name, logger in quieted.items()}
+    for logger in quieted.values():
+        logger.setLevel(logging.ERROR)
     try:
         rows = asyncio.run(find_peers(timeout_s, mesh=mesh, interfaces=interfaces))
     except (DiscoveryError, OSError) as exc:  # an unknown interface, an address not on this machine
         raise click.ClickException(f"cannot browse: {exc}") from exc
+    finally:
+        for name, logger in quieted.items():
+            logger.setLevel(levels[name])
     text = json.dumps([asdict(r) for r in rows], indent=2) if as_json else format_table(rows)
     return text, 1 if mesh is not None and not rows else 0

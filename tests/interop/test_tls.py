@@ -19,8 +19,7 @@ from interop.interop_messages import Answer, Ask
 from interop.mesh_agents import Received, register_mesh_agents
 from interop.tls_certs import Certs, make_certs
 
-from mesh import AgentId, MeshNode
-from mesh._security import SecurityConfigError
+from mesh import AgentId, MeshNode, SecurityConfigError
 from mesh.bridge import AgentRpcServer, GrpcBridge, _tls
 from mesh.testing import FAST_CONFIG, wait_for
 

@@ -21,9 +21,19 @@ from zmq.utils.monitor import parse_monitor_message
 
 import mesh._node
 from discovery._swim import JOIN
-from mesh import AgentId, MeshNode, MessageContext, RoutedAgent, TopicId, TypeSubscription, UnknownAgentTypeError, rpc
+from mesh import (
+    AgentId,
+    MeshNode,
+    MessageContext,
+    RoutedAgent,
+    SecurityConfigError,
+    TopicId,
+    TypeSubscription,
+    UnknownAgentTypeError,
+    rpc,
+)
 from mesh import _codec as wire
-from mesh._security import SecurityConfigError, generate_keys
+from mesh._security import generate_keys
 from mesh._transport import routing_id
 from mesh.testing import FAST_CONFIG, wait_for
 
