@@ -1152,10 +1152,13 @@ class MeshNode:
         if limit is None:
             result = await self._call(message, recipient, sender, cancellation_token, message_id)
         else:
+            bound = asyncio.timeout(limit)
             try:
-                async with asyncio.timeout(limit):
+                async with bound:
                     result = await self._call(message, recipient, sender, cancellation_token, message_id)
             except TimeoutError:
+                if not bound.expired():
+                    raise  # not this bound: e.g. SendTimeoutError, or the handler's own TimeoutError
                 raise TimeoutError(f"no reply from {recipient} within {limit} s") from None
         if self._interventions:
             for handler in self._interventions:
