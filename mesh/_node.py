@@ -1259,6 +1259,8 @@ class MeshNode:
             raise
         except BaseException:
             self._link.forget_call(req_id)
+            if future.done() and not future.cancelled():
+                future.exception()  # failed too (the peer died while this call waited for credit): read
             raise
         finally:
             _forget_callback(token, cancel)
