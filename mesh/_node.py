@@ -338,6 +338,7 @@ class MeshNode:
             "dropped_by_intervention": 0,
             "bad_payloads": 0,
             "handed_over": 0,
+            "handover_conflicts": 0,
             "rejoined": 0,
         }
 
@@ -1760,6 +1761,16 @@ class MeshNode:
                 if decoded is not None:
                     await agent.load_state(decoded)
 
+            if agent_id in self._agents.instances:
+                # Two copies (a node declared dead, or each side of a partition, made one): the state
+                # handed over replaces this copy's (it is the copy that served while this node was
+                # out of reach), visibly.
+                self._stats["handover_conflicts"] += 1
+                logger.warning(
+                    "handover of %s from %s: a copy already lives here; it takes the handed-over state",
+                    agent_id,
+                    origin,
+                )
             await self._agents.get(agent_id, prepare=load)
         except BaseException as exc:
             self._link.reply(origin, req_id, wire.ERROR, *wire.error_to_wire(exc))
@@ -1770,6 +1781,12 @@ class MeshNode:
             self._receiving -= 1
             self._received.set()
         self._link.reply(origin, req_id, wire.OK, "NoneType", "application/x-msgpack", msgpack.packb(None))
+        owner = self._table.owner(agent_id.type, agent_id.key)
+        if owner not in (None, self._node_id, origin) and not self._leaving:
+            # The sender chose this node from a view that differs from ours (e.g. while a partition
+            # heals): ours may not change again soon, so pass the agent on to the owner we see now.
+            # (A sender that leaves is still the owner in our view until it is gone: not that case.)
+            self._check_ownership()
 
     # -- agents -----------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import msgpack
 import pytest
 from support.waiting import wait_until
 
@@ -182,3 +183,27 @@ async def test_sending_from_a_stopped_node_raises_node_stopped_even_for_a_type_h
         with anyio.fail_after(STOP_BOUND_S):
             await a.close()
             await b.close()
+
+
+async def test_an_agent_handed_to_a_node_that_does_not_own_it_goes_on_to_its_owner(
+    four_nodes: list[MeshNode], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sender whose view differs (a partition healing) hands an agent to the wrong node: that node
+    passes it on to the owner it sees instead of keeping a copy nobody routes to. When the owner
+    already has a copy, the handed-over state replaces its state, visibly (one copy stays)."""
+    a, b, c, _d = four_nodes
+    table = a.routing_table
+    key = next(k for k in (f"p{i}" for i in range(1000)) if table.owner("ctr", k) == c.node_id)
+    agent_id = AgentId("ctr", key)
+    with anyio.fail_after(WAIT_S):
+        assert await b._offer(agent_id, a.node_id, msgpack.packb({"count": 7}), None) is None
+        await wait_until(lambda: agent_id in c._agents.instances, WAIT_S, what="c taking the agent over")
+        assert agent_id not in a._agents.instances
+        assert await a.send_message(Add(1), agent_id) == 8  # the state came along
+        # Again, now that the owner has a copy: that copy takes the state, and the owner says so.
+        caplog.set_level(logging.WARNING, logger="mesh")
+        assert await b._offer(agent_id, a.node_id, msgpack.packb({"count": 100}), None) is None
+        await wait_until(lambda: c.statistics()["handover_conflicts"] == 1, WAIT_S, what="c counting the conflict")
+        assert agent_id not in a._agents.instances
+        assert await a.send_message(Add(1), agent_id) == 101
+    assert any("a copy already lives here" in r.getMessage() for r in caplog.records)
