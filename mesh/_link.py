@@ -452,6 +452,12 @@ class MeshLink:
         self._inbound.pop((origin, req_id), None)
 
     def reply(self, origin: str, req_id: int, status: int, a: Any = None, b: Any = None, c: Any = None) -> None:
+        if origin == self._node.node_id:
+            # Our own call, forwarded back to us (the agent moved here): answer it in place.
+            call = self._calls.pop(req_id, None)
+            if call is not None and not call.future.done():
+                self._node._complete_call(call.future, status, a, b, c)
+            return
         if not self.send_control(origin, [wire.REPLY, req_id, status, a, b, c]):
             logger.debug("reply %d to %s dropped: the caller is not a live member", req_id, origin)
         elif self._transport is not None and self._node._dispatcher.queued == 0:
