@@ -13,6 +13,7 @@ import socket
 import time
 import uuid
 import warnings
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -61,7 +62,20 @@ _HANDLER_VAR: ContextVar[Any] = MessageHandlerContext._MESSAGE_HANDLER_CONTEXT
 _RETRY = object()
 LATENCY_SAMPLES = 1024  # remote calls whose round trip statistics() summarises
 RPC_RETRIES = 3  # a call the receiver does not own in its view is retried after the views resync
+# Agents this node handed over, remembered (with their takers) so that messages for them that
+# reach this node late follow them instead of making a fresh copy here: bounded, oldest dropped.
+MAX_MOVED_OUT = 100_000
+# A message passed on after a move follows at most this many moves made in quick succession (the
+# bound also ends any loop between stale records).
+MOVED_HOPS = 3
 _warned_insecure_bind = False
+
+
+@dataclass(frozen=True, slots=True)
+class _MovedTo:
+    """The answer of a local call whose agent moved to ``taker`` meanwhile: call it there."""
+
+    taker: str
 
 
 @dataclass(frozen=True)
@@ -318,7 +332,11 @@ class MeshNode:
         self._id_prefix = uuid.uuid4().hex[:12] + "-"
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._moving: dict[AgentId, list[Callable[[], None]]] = {}
+        # Agents being handed over, each with the messages that reached it meanwhile: a function
+        # and its arguments, called with the node that took the agent (None: it stayed here).
+        self._moving: dict[AgentId, list[tuple[Callable[..., None], tuple[Any, ...]]]] = {}
+        # Agents handed over from here: their takers (node id, incarnation), see MAX_MOVED_OUT.
+        self._moved_out: OrderedDict[AgentId, tuple[str, int]] = OrderedDict()
         # While this node leaves: peers that refused a handover because they leave too (left out
         # of its routing), and handovers it is still taking in (it hands those on before it goes).
         self._refusing: set[str] = set()
@@ -650,6 +668,7 @@ class MeshNode:
         self._running = False
         self._leaving = False
         self._refusing.clear()
+        self._moved_out.clear()
         self._table_now = RoutingTable({self._node_id: self._info})
         self._table_stale = False
 
@@ -902,6 +921,9 @@ class MeshNode:
                 infos.pop(node_id, None)
             self._table_now = RoutingTable(infos)
             self._table_stale = False
+            if self._running and not self._leaving and self._agents.instances:
+                # Before anything is routed by the new table: agents that move are held from now on.
+                self._check_ownership()
         return self._table_now
 
     def _view_changed(self) -> None:
@@ -918,6 +940,8 @@ class MeshNode:
 
     def _after_view_change(self) -> None:
         self._view_scheduled = False
+        if self._moved_out:
+            self._forget_gone_takers()
         if self._running and not self._leaving:
             self._check_ownership()
         for listener in list(self._view_listeners):
@@ -996,7 +1020,8 @@ class MeshNode:
             if agent_id == sender:
                 continue
             owner = table.owner(agent_id._type, agent_id._key)
-            if owner == me:
+            if owner == me or (self._moving and agent_id in self._moving):
+                # Ours, or moving from here: then it waits here and follows the agent.
                 local.append(agent_id)
             elif owner is None:
                 self._stats["undeliverable"] += 1
@@ -1006,8 +1031,6 @@ class MeshNode:
                     remote = {}
                 remote.setdefault(owner, []).append(agent_id)
         body = self._encode(message) if remote else None
-        if self._moving:
-            local = [a for a in local if not self._buffer_if_moving(a, message, topic_id, sender, message_id)]
         submit = self._dispatcher.submit
         run = self._run_event
         for agent_id in local:
@@ -1075,10 +1098,14 @@ class MeshNode:
                 self._stats["undeliverable"] += len(agent_ids)
                 logger.warning("publish to %s: %s", topic_id, exc)
 
-    async def _run_event(self, agent_id: AgentId, message: Any, ctx: MessageContext) -> None:
+    async def _run_event(self, agent_id: AgentId, message: Any, ctx: MessageContext, hops: int = 0) -> None:
+        agent = self._agents.instances.get(agent_id)
+        if (self._moving or (agent is None and self._moved_out)) and self._divert(
+            agent_id, agent is None, hops, self._pass_event, (agent_id, message, ctx, hops)
+        ):
+            return
         reset = _HANDLER_VAR.set(agent_id)
         try:
-            agent = self._agents.instances.get(agent_id)
             if agent is None:
                 agent = await self._agents.get(agent_id)
             if agent_id in self._agents.foreign:
@@ -1180,8 +1207,11 @@ class MeshNode:
             owner = self._table.owner(recipient._type, recipient._key)
             if owner is None:
                 raise compat(UnknownAgentTypeError)(f"Agent type {recipient.type!r} is not registered on any live node")
-            if owner == self._node_id:
-                return await self._call_local(message, recipient, sender, token, message_id)
+            if owner == self._node_id or (self._moving and recipient in self._moving):
+                local = await self._call_local(message, recipient, sender, token, message_id)
+                if type(local) is not _MovedTo:
+                    return local
+                owner = local.taker  # the agent moved while the call waited: follow it
             if body is None:
                 body = self._encode(message)
             result = await self._call_remote(owner, body, recipient, sender, token, message_id)
@@ -1196,12 +1226,7 @@ class MeshNode:
     ) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         ctx = MessageContext(sender, None, True, token, message_id)
-        if self._moving and recipient in self._moving:
-            self._moving[recipient].append(
-                lambda: self._dispatcher.submit((self._run_rpc, recipient, message, ctx, future))
-            )
-        else:
-            self._dispatcher.submit((self._run_rpc, recipient, message, ctx, future))
+        self._dispatcher.submit((self._run_rpc, recipient, message, ctx, future))
 
         def cancel() -> None:
             future.cancel()
@@ -1296,9 +1321,13 @@ class MeshNode:
     async def _run_rpc(self, agent_id: AgentId, message: Any, ctx: MessageContext, future: asyncio.Future[Any]) -> None:
         if future.done() or ctx.cancellation_token.is_cancelled():
             return  # cancelled before it started: the handler never runs
+        agent = self._agents.instances.get(agent_id)
+        if (self._moving or (agent is None and self._moved_out)) and self._divert(
+            agent_id, agent is None, 0, self._pass_rpc, (agent_id, message, ctx, future)
+        ):
+            return
         reset = _HANDLER_VAR.set(agent_id)
         try:
-            agent = self._agents.instances.get(agent_id)
             if agent is None:
                 agent = await self._agents.get(agent_id)
             if agent_id in self._agents.foreign:
@@ -1341,16 +1370,22 @@ class MeshNode:
         hops = wire._int(record[10], "hops")
         table = self._table
         me = self._node_id
+        instances = self._agents.instances
         cancellable = len(record) > 11 and record[11] is True
         token = self._link.publish_token(peer.node_id, message_id) if cancellable else CancellationToken()
         forward: dict[str, list[AgentId]] = {}
         for agent_id in recipients:
             owner = table.owner(agent_id._type, agent_id._key)
-            if owner == me or (owner != me and hops > 0 and self._agents.hosts(agent_id.type)):
-                # Ours; or the views disagreed twice and we host the type: deliver rather than lose.
+            if (
+                owner == me
+                or agent_id in instances
+                or (self._moving and agent_id in self._moving)
+                or (hops > 0 and self._agents.hosts(agent_id.type))
+            ):
+                # Ours; or it lives here or moves from here (it waits and follows the agent); or
+                # the views disagreed twice and we host the type: deliver rather than lose.
                 ctx = MessageContext(sender, topic_id, False, token, message_id)
-                if not (self._moving and self._buffer_remote_if_moving(agent_id, body, ctx)):
-                    self._dispatcher.submit((self._run_remote_event, agent_id, body, ctx))
+                self._dispatcher.submit((self._run_remote_event, agent_id, body, ctx, hops))
             elif owner is not None and hops == 0:
                 forward.setdefault(owner, []).append(agent_id)
             else:
@@ -1387,7 +1422,14 @@ class MeshNode:
         body.value = value
         return value
 
-    async def _run_remote_event(self, agent_id: AgentId, body: Body, ctx: MessageContext) -> None:
+    async def _run_remote_event(self, agent_id: AgentId, body: Body, ctx: MessageContext, hops: int = 0) -> None:
+        if self._moving or self._moved_out:
+            # Checked before decoding too: that may create the agent to learn its message types.
+            absent = agent_id not in self._agents.instances
+            if (absent or self._moving) and self._divert(
+                agent_id, absent, hops, self._pass_remote_event, (agent_id, body, ctx, hops)
+            ):
+                return
         try:
             message = body.value
             if message is wire._UNSET:
@@ -1397,7 +1439,7 @@ class MeshNode:
         except Exception as exc:
             logger.error("publish to %s dropped: %s", agent_id, exc)
             return
-        await self._run_event(agent_id, message, ctx)
+        await self._run_event(agent_id, message, ctx, hops)
 
     def _accept_rpc(self, peer: Peer, record: list[Any]) -> None:
         if len(record) < 11:
@@ -1415,26 +1457,34 @@ class MeshNode:
                 origin, req_id, wire.UNKNOWN_TYPE, f"agent type {recipient.type!r} is not registered on any live node"
             )
             return
-        if owner != self._node_id:
+        if (
+            owner != self._node_id
+            and recipient not in self._agents.instances
+            and not (self._moving and recipient in self._moving)
+        ):
+            # Not ours, and not living or moving here (a taker whose view lags runs what it holds).
             if hops == 0 and self._link.peer(owner) is not None:
-                forwarded = list(record)
-                forwarded[10] = 1
-                self._link.remember_forward(origin, req_id, owner)
-                self._link.stats["forwarded"] += 1
-                if not self._link.try_send_data(owner, forwarded, len(body.payload) + 128):
-                    self._spawn(self._forward_rpc(owner, forwarded, origin, req_id, len(body.payload) + 128))
+                self._forward_rpc_record(owner, record, origin, req_id, len(body.payload) + 128, 1)
+            elif hops < MOVED_HOPS and self._moved_out and (taker := self._taker_of(recipient)) is not None:
+                # It moved from here, and the sender's view still routes it here: follow it.
+                self._forward_rpc_record(taker, record, origin, req_id, len(body.payload) + 128, hops + 1)
             else:
                 self._link.reply(origin, req_id, wire.RETRY, f"node {self._name} does not own {recipient}")
             return
         token = CancellationToken()
         self._link.register_inbound(origin, req_id, token)
         ctx = MessageContext(sender, None, True, token, message_id)
-        if self._moving and recipient in self._moving:
-            self._moving[recipient].append(
-                lambda: self._dispatcher.submit((self._run_remote_rpc, origin, req_id, recipient, body, ctx))
-            )
-        else:
-            self._dispatcher.submit((self._run_remote_rpc, origin, req_id, recipient, body, ctx))
+        self._dispatcher.submit((self._run_remote_rpc, origin, req_id, recipient, body, ctx, hops))
+
+    def _forward_rpc_record(
+        self, owner: str, record: list[Any], origin: str, req_id: int, size: int, hops: int
+    ) -> None:
+        forwarded = list(record)
+        forwarded[10] = hops
+        self._link.remember_forward(origin, req_id, owner)
+        self._link.stats["forwarded"] += 1
+        if not self._link.try_send_data(owner, forwarded, size):
+            self._spawn(self._forward_rpc(owner, forwarded, origin, req_id, size))
 
     async def _forward_rpc(self, owner: str, record: list[Any], origin: str, req_id: int, size: int) -> None:
         try:
@@ -1443,13 +1493,19 @@ class MeshNode:
             self._link.reply(origin, req_id, wire.RETRY, str(exc))
 
     async def _run_remote_rpc(
-        self, origin: str, req_id: int, agent_id: AgentId, body: Body, ctx: MessageContext
+        self, origin: str, req_id: int, agent_id: AgentId, body: Body, ctx: MessageContext, hops: int = 0
     ) -> None:
         link = self._link
         if ctx.cancellation_token.is_cancelled():
             link.finish_inbound(origin, req_id)
             link.reply(origin, req_id, wire.NOT_RUN, "cancelled before the handler started")
             return
+        if self._moving or self._moved_out:
+            absent = agent_id not in self._agents.instances
+            if (absent or self._moving) and self._divert(
+                agent_id, absent, hops, self._pass_remote_rpc, (origin, req_id, agent_id, body, ctx, hops)
+            ):
+                return
         reset = _HANDLER_VAR.set(agent_id)
         try:
             message = await self._decode(agent_id, body)
@@ -1634,11 +1690,13 @@ class MeshNode:
     async def _hand_over(self, agent_id: AgentId, owner: str, deadline: float | None = None) -> bool:
         """save_state here, load_state on the new owner, then close this copy. A node that refuses
         (it is leaving too) or is gone is skipped for the next one in the key's HRW ranking.
-        Messages for the agent that arrive meanwhile wait, and follow once the move is settled.
+        Messages for the agent that arrive meanwhile wait, and follow it to the node that took it
+        once the move is settled (they run here only if it stayed here).
 
         Returns False if the agent stays here: nobody took it, or ``deadline`` (loop time) passed.
         """
         agent = self._agents.instances.get(agent_id)
+        taker: str | None = None
         try:
             if agent is None:
                 return True
@@ -1656,6 +1714,8 @@ class MeshNode:
             while target is not None and target != self._node_id:
                 outcome = await self._offer(agent_id, target, state, deadline)
                 if outcome is None:
+                    taker = target
+                    self._remember_moved(agent_id, target)
                     self._stats["handed_over"] += 1
                     try:
                         await agent.close()
@@ -1681,7 +1741,7 @@ class MeshNode:
                 logger.warning("handover of %s: no node took it over; it stays here", agent_id)
             return False
         finally:
-            self._release_moving(agent_id)
+            self._release_moving(agent_id, taker)
 
     async def _offer(self, agent_id: AgentId, target: str, state: bytes, deadline: float | None) -> str | None:
         """Offer the agent's state to ``target``: None once it took it (or did not answer in time,
@@ -1714,45 +1774,135 @@ class MeshNode:
             return f"refused: node {target} is leaving"
         return None
 
-    def _release_moving(self, agent_id: AgentId) -> None:
+    def _remember_moved(self, agent_id: AgentId, taker: str) -> None:
+        peer = self._link.peer(taker)
+        if peer is None:
+            return  # gone already: messages for the agent start it afresh here
+        self._moved_out[agent_id] = (taker, peer.record.incarnation)
+        self._moved_out.move_to_end(agent_id)
+        if len(self._moved_out) > MAX_MOVED_OUT:
+            self._moved_out.popitem(last=False)
+
+    def _taker_of(self, agent_id: AgentId) -> str | None:
+        """The live node this one handed ``agent_id`` to, if any."""
+        moved = self._moved_out.get(agent_id)
+        if moved is None:
+            return None
+        taker, incarnation = moved
+        peer = self._link.peer(taker)
+        if peer is None or peer.record.incarnation != incarnation:
+            del self._moved_out[agent_id]  # the taker is gone, and the agent's state with it
+            return None
+        return taker
+
+    def _forget_gone_takers(self) -> None:
+        for agent_id in list(self._moved_out):
+            self._taker_of(agent_id)
+
+    def _release_moving(self, agent_id: AgentId, taker: str | None) -> None:
         waiting = self._moving.pop(agent_id, None)
-        for resume in waiting or ():
-            resume()
+        for pass_on, args in waiting or ():
+            pass_on(taker, *args)
 
-    def _buffer_if_moving(
-        self, agent_id: AgentId, message: Any, topic_id: TopicId, sender: AgentId | None, message_id: str
+    def _divert(
+        self,
+        agent_id: AgentId,
+        absent: bool,
+        hops: int,
+        pass_on: Callable[..., None],
+        args: tuple[Any, ...],
     ) -> bool:
+        """A message for ``agent_id`` is about to run here: if the agent is moving, hold it until
+        the move settles; if it is ``absent`` because it moved away, pass it on to its taker
+        (``pass_on(taker, *args)``). False if it runs here now."""
         waiting = self._moving.get(agent_id)
-        if waiting is None:
+        if waiting is not None:
+            waiting.append((pass_on, args))
+            return True
+        if not absent or hops >= MOVED_HOPS or not self._moved_out:
             return False
-        ctx = MessageContext(sender, topic_id, False, CancellationToken(), message_id)
-        waiting.append(lambda: self._redeliver(agent_id, message, ctx))
+        taker = self._taker_of(agent_id)
+        if taker is None:
+            return False
+        pass_on(taker, *args)
         return True
 
-    def _buffer_remote_if_moving(self, agent_id: AgentId, body: Body, ctx: MessageContext) -> bool:
-        waiting = self._moving.get(agent_id)
-        if waiting is None:
-            return False
-        waiting.append(lambda: self._dispatcher.submit((self._run_remote_event, agent_id, body, ctx)))
-        return True
+    # The pass_on functions: run the message here (taker None) or send it to the agent's taker.
 
-    def _redeliver(self, agent_id: AgentId, message: Any, ctx: MessageContext) -> None:
-        """After a move: deliver here if still ours, else pass it on to the owner."""
-        owner = self._table.owner(agent_id.type, agent_id.key)
-        if owner == self._node_id:
-            self._dispatcher.submit((self._run_event, agent_id, message, ctx))
-        elif owner is not None and ctx.topic_id is not None:
-            self._spawn(
-                self._send_publish(
-                    {owner: [agent_id]}, self._encode(message), ctx.topic_id, ctx.sender, ctx.message_id, 1
-                )
-            )
+    def _pass_event(self, taker: str | None, agent_id: AgentId, message: Any, ctx: MessageContext, hops: int) -> None:
+        if taker is None:
+            self._dispatcher.submit((self._run_event, agent_id, message, ctx, hops))
+            return
+        try:
+            body = self._encode(message)
+        except Exception as exc:  # a local publish of a message that cannot cross nodes
+            self._stats["undeliverable"] += 1
+            logger.warning("publish to %s, which moved to node %s: %s", agent_id, taker, exc)
+            return
+        self._publish_to_taker(taker, agent_id, body, ctx, hops)
+
+    def _pass_remote_event(
+        self, taker: str | None, agent_id: AgentId, body: Body, ctx: MessageContext, hops: int
+    ) -> None:
+        if taker is None:
+            self._dispatcher.submit((self._run_remote_event, agent_id, body, ctx, hops))
+        else:
+            self._publish_to_taker(taker, agent_id, (body.type_name, body.content_type, body.payload), ctx, hops)
+
+    def _publish_to_taker(
+        self, taker: str, agent_id: AgentId, body: tuple[str, str, bytes], ctx: MessageContext, hops: int
+    ) -> None:
+        assert ctx.topic_id is not None
+        self._link.stats["forwarded"] += 1
+        self._spawn(self._send_publish({taker: [agent_id]}, body, ctx.topic_id, ctx.sender, ctx.message_id, hops + 1))
+
+    def _pass_rpc(
+        self, taker: str | None, agent_id: AgentId, message: Any, ctx: MessageContext, future: asyncio.Future[Any]
+    ) -> None:
+        if taker is None:
+            self._dispatcher.submit((self._run_rpc, agent_id, message, ctx, future))
+        elif not future.done():
+            future.set_result(_MovedTo(taker))  # the caller's _call sends it there
+
+    def _pass_remote_rpc(
+        self,
+        taker: str | None,
+        origin: str,
+        req_id: int,
+        agent_id: AgentId,
+        body: Body,
+        ctx: MessageContext,
+        hops: int,
+    ) -> None:
+        if taker is None:
+            self._dispatcher.submit((self._run_remote_rpc, origin, req_id, agent_id, body, ctx, hops))
+            return
+        self._link.finish_inbound(origin, req_id)
+        if ctx.cancellation_token.is_cancelled():
+            self._link.reply(origin, req_id, wire.NOT_RUN, "cancelled before the handler started")
+            return
+        record = [
+            wire.RPC,
+            req_id,
+            origin,
+            ctx.message_id,
+            [agent_id._type, agent_id._key],
+            wire.agent_id_to_wire(ctx.sender),
+            body.type_name,
+            body.content_type,
+            body.payload,
+            self._view,
+            hops,
+        ]
+        self._forward_rpc_record(taker, record, origin, req_id, len(body.payload) + 128, hops + 1)
 
     async def _run_handover(self, origin: str, req_id: int, agent_id: AgentId, state: bytes) -> None:
         if self._leaving:
             # It would have to pass the agent on again: the sender picks the next owner instead.
             self._link.reply(origin, req_id, wire.RETRY, f"node {self._name} is leaving the mesh")
             return
+        if self._moved_out:
+            self._moved_out.pop(agent_id, None)  # it comes back: messages for it run here again
         self._receiving += 1
         try:
             decoded = msgpack.unpackb(state, raw=False) if state else None
