@@ -41,6 +41,7 @@ from ._errors import (
     NodeStoppedError,
     NotAccessibleError,
     RetryableRoutingError,
+    SendTimeoutError,
     UnknownAgentTypeError,
     compat,
 )
@@ -335,6 +336,7 @@ class MeshNode:
         # Agents being handed over, each with the messages that reached it meanwhile: a function
         # and its arguments, called with the node that took the agent (None: it stayed here).
         self._moving: dict[AgentId, list[tuple[Callable[..., None], tuple[Any, ...]]]] = {}
+        self._handovers: set[asyncio.Task[bool]] = set()  # begun by _check_ownership, awaited on stop
         # Agents handed over from here: their takers (node id, incarnation), see MAX_MOVED_OUT.
         self._moved_out: OrderedDict[AgentId, tuple[str, int]] = OrderedDict()
         # While this node leaves: peers that refused a handover because they leave too (left out
@@ -1212,6 +1214,10 @@ class MeshNode:
                 if type(local) is not _MovedTo:
                     return local
                 owner = local.taker  # the agent moved while the call waited: follow it
+                if self._link.peer(owner) is None:  # the taker is gone already: route afresh
+                    self._link.stats["retried"] += 1
+                    await self._view_moved(self._config.membership.probe_interval_s)
+                    continue
             if body is None:
                 body = self._encode(message)
             result = await self._call_remote(owner, body, recipient, sender, token, message_id)
@@ -1489,7 +1495,7 @@ class MeshNode:
     async def _forward_rpc(self, owner: str, record: list[Any], origin: str, req_id: int, size: int) -> None:
         try:
             await self._link.send_data(owner, record, size)
-        except AgentUnreachableError as exc:
+        except (AgentUnreachableError, SendTimeoutError) as exc:  # not sent: the caller may route it again
             self._link.reply(origin, req_id, wire.RETRY, str(exc))
 
     async def _run_remote_rpc(
@@ -1639,12 +1645,20 @@ class MeshNode:
             owner = table.owner(agent_id.type, agent_id.key)
             if owner is not None and owner != self._node_id and agent_id not in self._moving:
                 self._moving[agent_id] = []
-                self._spawn(self._hand_over(agent_id, owner))
+                task = asyncio.get_running_loop().create_task(self._hand_over(agent_id, owner))
+                self._handovers.add(task)
+                task.add_done_callback(self._handovers.discard)
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
 
     async def _hand_over_all(self, deadline: float) -> None:
         """Hand every live agent to its next owner before this node leaves (by ``deadline``, a
         loop time), including agents that other nodes handed to this one meanwhile."""
         loop = asyncio.get_running_loop()
+        if self._handovers:
+            # Handovers begun before the stop (a node joined): let them settle first, so that the
+            # messages they hold follow their agents instead of meeting a stopped node.
+            await asyncio.wait(list(self._handovers), timeout=max(0.0, deadline - loop.time()))
         offered: set[AgentId] = set()
         kept: list[AgentId] = []
         while True:  # bounded: every agent is offered once, and waiting ends at the deadline
@@ -1740,6 +1754,12 @@ class MeshNode:
             if target is None and not self._leaving:
                 logger.warning("handover of %s: no node took it over; it stays here", agent_id)
             return False
+        except asyncio.CancelledError:
+            # The node stops mid-offer: the agent stays here with its state (the taker may have
+            # loaded a copy too; it is not told to drop it).
+            if agent is not None and taker is None and agent_id not in self._agents.instances:
+                self._agents.put_back(agent_id, agent)
+            raise
         finally:
             self._release_moving(agent_id, taker)
 
@@ -1801,8 +1821,25 @@ class MeshNode:
 
     def _release_moving(self, agent_id: AgentId, taker: str | None) -> None:
         waiting = self._moving.pop(agent_id, None)
+        if taker is None and not self._dispatcher.running:
+            # The node stopped while the move was unsettled: nothing will run them here.
+            for pass_on, args in waiting or ():
+                self._fail_held(pass_on, args)
+            return
         for pass_on, args in waiting or ():
             pass_on(taker, *args)
+
+    def _fail_held(self, pass_on: Callable[..., None], args: tuple[Any, ...]) -> None:
+        """A message held for a moving agent when the node stopped: its caller must not hang, and
+        a publish is counted as lost."""
+        if pass_on == self._pass_rpc:
+            future = args[3]
+            if not future.done():
+                future.set_exception(NodeStoppedError("the node stopped while the agent was moving"))
+        elif pass_on == self._pass_remote_rpc:
+            self._link.reply(args[0], args[1], wire.NOT_RUN, "the owner node stopped while the agent was moving")
+        else:
+            self._stats["undeliverable"] += 1
 
     def _divert(
         self,
@@ -1854,7 +1891,24 @@ class MeshNode:
     ) -> None:
         assert ctx.topic_id is not None
         self._link.stats["forwarded"] += 1
-        self._spawn(self._send_publish({taker: [agent_id]}, body, ctx.topic_id, ctx.sender, ctx.message_id, hops + 1))
+        targets = {taker: [agent_id]}
+        self._spawn(self._send_publish_on(targets, body, ctx.topic_id, ctx.sender, ctx.message_id, hops + 1))
+
+    async def _send_publish_on(
+        self,
+        targets: dict[str, list[AgentId]],
+        body: tuple[str, str, bytes],
+        topic_id: TopicId,
+        sender: AgentId | None,
+        message_id: str,
+        hops: int,
+    ) -> None:
+        """A publish this node passes on (no publisher waits for it): a send timeout is a counted loss."""
+        try:
+            await self._send_publish(targets, body, topic_id, sender, message_id, hops)
+        except SendTimeoutError as exc:
+            self._stats["undeliverable"] += sum(len(ids) for ids in targets.values())
+            logger.warning("publish to %s passed on: %s", topic_id, exc)
 
     def _pass_rpc(
         self, taker: str | None, agent_id: AgentId, message: Any, ctx: MessageContext, future: asyncio.Future[Any]

@@ -279,3 +279,31 @@ async def test_a_call_that_the_leaving_owner_forwards_back_to_its_caller_is_answ
         for node in (a, b):
             with anyio.fail_after(STOP_BOUND_S):
                 await node.close()
+
+
+async def test_a_call_held_for_a_moving_agent_ends_when_the_node_stops(mesh_nodes: list[MeshNode]) -> None:
+    """A node joined, so an agent is on its way to it; the taker is slow to confirm, a local call
+    waits for the move, and the node is stopped meanwhile: the call must end (with the reply or
+    an error), never wait for ever."""
+    a, b = mesh_nodes[:2]
+    await _start([a, b])
+    key = next(k for k in (f"s{i}" for i in range(1000)) if a.routing_table.owner("ctr", k) == b.node_id)
+    agent_id = AgentId("ctr", key)
+    taken = asyncio.Event()
+
+    async def slow_handover(origin: str, req_id: int, agent: AgentId, state: bytes) -> None:
+        taken.set()
+        await asyncio.Event().wait()  # never confirms (cancelled when b stops)
+
+    b._run_handover = slow_handover  # type: ignore[method-assign]
+    with anyio.fail_after(STOP_BOUND_S):
+        await a._agents.get(agent_id)  # a copy on a, which b owns: a hands it over
+        a._check_ownership()
+        await taken.wait()
+        call = asyncio.create_task(a.send_message(Add(1), agent_id))
+        await wait_until(lambda: len(a._moving.get(agent_id, ())) == 1, WAIT_S, what="the call held for the move")
+        await a.stop()
+        await asyncio.wait([call], timeout=WAIT_S)
+    assert call.done(), "the call still waits after its node stopped"
+    if not call.cancelled():
+        call.exception()  # an outcome either way: a reply or an error
