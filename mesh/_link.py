@@ -179,7 +179,7 @@ class MeshLink:
             self._membership.stop()
         for peer in list(self._peers.values()):
             self._drop_peer(peer, "this node stopped")
-        self._fail_calls(lambda call: True, "this node stopped")
+        self._fail_calls(lambda req_id, call: True, "this node stopped")
         if self._transport is not None:
             self._transport.close()
         self._transport = None
@@ -192,7 +192,7 @@ class MeshLink:
         assert self._transport is not None and self._membership is not None
         for peer in list(self._peers.values()):
             self._drop_peer(peer, "this node was declared dead and rejoins")
-        self._fail_calls(lambda call: True, "this node was declared dead by its peers and rejoined")
+        self._fail_calls(lambda req_id, call: True, "this node was declared dead by its peers and rejoined")
         self._transport.set_incarnation(incarnation)
         self._membership.rejoin(incarnation, self.seeds)
 
@@ -300,7 +300,9 @@ class MeshLink:
             if not waiter.done():
                 waiter.set_exception(error)
         peer.waiters.clear()
-        self._fail_calls(lambda call: call.peer == peer.node_id, reason)
+        me = self._node.node_id
+        # A call of ours that came back to us (the agent moved here) is answered here: keep it.
+        self._fail_calls(lambda req_id, call: call.peer == peer.node_id and (me, req_id) not in self._inbound, reason)
         # Calls we forwarded to it will get no answer from it: answer them for it.
         for (origin, req_id), owner in list(self._forwarded.items()):
             if owner == peer.node_id:
@@ -311,9 +313,9 @@ class MeshLink:
         if self._transport is not None:
             self._transport.close_link(peer.record.endpoint)
 
-    def _fail_calls(self, which: Callable[[Call], bool], reason: str) -> None:
+    def _fail_calls(self, which: Callable[[int, Call], bool], reason: str) -> None:
         for req_id, call in list(self._calls.items()):
-            if which(call):
+            if which(req_id, call):
                 del self._calls[req_id]
                 if not call.future.done():
                     target = f" ({call.recipient})" if call.recipient is not None else ""
@@ -444,6 +446,9 @@ class MeshLink:
         call = self._calls.pop(req_id, None)
         if call is not None:
             self.send_control(call.peer, [wire.CANCEL, req_id, self._node.node_id])
+        returned = self._inbound.get((self._node.node_id, req_id))
+        if returned is not None:  # our own call, forwarded back to us and running here
+            returned.cancel()
 
     def register_inbound(self, origin: str, req_id: int, token: CancellationToken) -> None:
         self._inbound[(origin, req_id)] = token
