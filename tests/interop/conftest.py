@@ -3,37 +3,24 @@ timings, and the child logs attached to the report of a failing test."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from interop.harness import Children
+from support.diagnostics import Diagnostics, diagnostics, pytest_runtest_makereport
 
 from mesh import MeshNode
 from mesh.testing import FAST_CONFIG
 
-_LOGS = pytest.StashKey[Callable[[], str]]()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    describe = item.stash.get(_LOGS, None)
-    if report.failed and describe is not None:
-        try:
-            report.sections.append(("child process logs", describe()))
-        except Exception as exc:  # diagnostics must never hide the failure itself
-            report.sections.append(("child process logs", f"<unavailable: {exc!r}>"))
-    return report
+__all__ = ["children", "diagnostics", "mesh_nodes", "pytest_runtest_makereport"]
 
 
 @pytest.fixture
-async def children(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Children]:
+async def children(diagnostics: Diagnostics, tmp_path: Path) -> AsyncIterator[Children]:
     procs = Children(tmp_path)
-    request.node.stash[_LOGS] = procs.logs
+    diagnostics("child process logs", procs.logs)
     try:
         yield procs
     finally:
