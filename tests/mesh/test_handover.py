@@ -7,15 +7,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import msgpack
 import pytest
+from support.counters import Add, Counter
 from support.waiting import wait_until
 
-from mesh import AgentId, MeshNode, MessageContext, NodeStoppedError, RoutedAgent, message_handler
+from mesh import AgentId, MeshNode, NodeStoppedError
 from mesh.testing import FAST_CONFIG
 
 # Bound on starting and joining the nodes, and on each batch of calls (generous for a loaded
@@ -25,28 +25,6 @@ WAIT_S = 15.0
 # still runs then: this bound is far above it, so a stop that hangs fails the test instead.
 STOP_BOUND_S = 20.0
 KEYS = [f"k{i:02d}" for i in range(80)]
-
-
-@dataclass
-class Add:
-    n: int
-
-
-class Counter(RoutedAgent):
-    def __init__(self) -> None:
-        super().__init__("counts")
-        self.count = 0
-
-    @message_handler
-    async def on_add(self, message: Add, ctx: MessageContext) -> int:
-        self.count += message.n
-        return self.count
-
-    async def save_state(self) -> Mapping[str, Any]:
-        return {"count": self.count}
-
-    async def load_state(self, state: Mapping[str, Any]) -> None:
-        self.count = state["count"]
 
 
 class GatedCounter(Counter):

@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import Counter as Tally
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import pytest
+from support.counters import Add, Counter
 from support.waiting import wait_until
 
 from mesh import (
@@ -41,28 +40,6 @@ STOP_BOUND_S = 20.0
 KEYS = [f"k{i:02d}" for i in range(40)]
 # Calls each key's sender makes after the move settled, so late and re-routed messages are seen.
 CALLS_AFTER = 5
-
-
-@dataclass
-class Add:
-    n: int
-
-
-class Counter(RoutedAgent):
-    def __init__(self) -> None:
-        super().__init__("counts")
-        self.count = 0
-
-    @message_handler
-    async def on_add(self, message: Add, ctx: MessageContext) -> int:
-        self.count += message.n
-        return self.count
-
-    async def save_state(self) -> Mapping[str, Any]:
-        return {"count": self.count}
-
-    async def load_state(self, state: Mapping[str, Any]) -> None:
-        self.count = state["count"]
 
 
 def _node(mesh_name: str, name: str) -> MeshNode:
