@@ -107,5 +107,10 @@ def test_every_endpoint_held_valid_is_one_zeromq_can_dial(endpoint: str) -> None
 
 
 @given(st.text(max_size=80).map(lambda s: "tcp://" + s) | st.text(max_size=80))
-def test_any_text_is_judged_without_error(text: str) -> None:
-    assert is_valid_endpoint(text) in (True, False)
+def test_any_text_is_judged_without_error_and_only_tcp_host_port_passes(text: str) -> None:
+    if not is_valid_endpoint(text):
+        return
+    address, _, key = text.partition("#")
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    assert text.startswith("tcp://") and host and port.isdigit() and 0 < int(port) < 65536, text
+    assert key == "" or len(key) == 40, text

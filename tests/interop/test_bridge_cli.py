@@ -76,7 +76,7 @@ def test_a_host_address_without_a_host_and_a_port_is_a_usage_error(address: str)
 @pytest.mark.parametrize("address", ["localhost:50051", "127.0.0.1:1", "[::1]:65535", "host.example:443"])
 def test_host_addresses_are_accepted(address: str) -> None:
     assert check_host_address(address) == address
-    GrpcBridge(MeshNode(discovery="none"), address)  # made, not started
+    assert GrpcBridge(MeshNode(discovery="none"), address).host_address == address  # made, not started
 
 
 def test_the_bridge_refuses_a_bad_host_address_too() -> None:

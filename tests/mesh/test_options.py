@@ -16,7 +16,7 @@ def test_a_mesh_name_that_cannot_travel_is_refused(mesh: object) -> None:
 
 @pytest.mark.parametrize("mesh", ["m", "m" * 128, "é" * 64, "plant-7 floor 2", "日本"])
 def test_mesh_names_up_to_128_utf8_bytes_are_fine(mesh: str) -> None:
-    MeshNode(discovery="none", mesh=mesh)
+    assert MeshNode(discovery="none", mesh=mesh).mesh == mesh
 
 
 def test_other_arguments_are_checked_too() -> None:
