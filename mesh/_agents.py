@@ -33,7 +33,13 @@ def _is_foreign(agent: Any) -> bool:
 
 
 def is_foreign_class(cls: type[Any]) -> bool:
+    """An autogen_core class, or a class derived from one (an agent written for autogen_core)."""
     return any(base.__module__.startswith("autogen_core") for base in cls.__mro__)
+
+
+def is_autogen_object(value: Any) -> bool:
+    """An autogen_core object itself (an id, type, topic or subscription from autogen_core code)."""
+    return type(value).__module__.startswith("autogen_core")
 
 
 class LocalAgents:

@@ -27,7 +27,7 @@ from discovery import MemberRecord, is_valid_endpoint, is_valid_node_id
 from . import _codec as wire
 from . import _errors
 from ._agent import Agent, AgentMetadata
-from ._agents import LocalAgents
+from ._agents import LocalAgents, is_autogen_object, is_foreign_class
 from ._cancellation import CancellationToken
 from ._codec import Body, FrameDecodeError
 from ._config import MeshConfig
@@ -116,11 +116,6 @@ def _is_valid_mesh_name(mesh: object) -> bool:
     )
 
 
-def _is_autogen(value: Any) -> bool:
-    """An autogen_core object (an id, type or topic from code written for autogen_core)."""
-    return type(value).__module__.startswith("autogen_core")
-
-
 def _is_drop(value: Any) -> bool:
     if value is DropMessage or isinstance(value, DropMessage):
         return True
@@ -130,7 +125,7 @@ def _is_drop(value: Any) -> bool:
 
 
 def _adapt_intervention(handler: Any) -> Any:
-    if any(c.__module__.startswith("autogen_core") for c in type(handler).__mro__):
+    if is_foreign_class(type(handler)):
         from . import autogen as _autogen
 
         return _autogen.InterventionAdapter(handler)
@@ -167,7 +162,7 @@ def coerce_subscription(sub: Any) -> Any:
     """Turn autogen_core's Type/TypePrefix/Default subscriptions into the mesh's (same id)."""
     if isinstance(sub, TypeSubscription | TypePrefixSubscription):
         return sub
-    if type(sub).__module__.startswith("autogen_core"):
+    if is_autogen_object(sub):
         prefix = getattr(sub, "topic_type_prefix", None)
         if isinstance(prefix, str):
             return TypePrefixSubscription(prefix, sub.agent_type, id=sub.id)
@@ -787,9 +782,9 @@ class MeshNode:
         if expected_class is not None:
             self._learn_agent_class(expected_class)
         await self._registrations_changed()
-        if _is_autogen(type) or (expected_class is not None and self._agents.is_foreign_class(expected_class)):
+        if is_autogen_object(type) or (expected_class is not None and self._agents.is_foreign_class(expected_class)):
             self._autogen_flavoured = True
-        if _is_autogen(type):
+        if is_autogen_object(type):
             return type  # type: ignore[return-value]  # the caller's flavour (autogen_core's BaseAgent.register)
         return AgentType(type_name)
 
@@ -2059,7 +2054,7 @@ class MeshNode:
             await self._agent_op("get", agent_id)
         # autogen_core's flavour for autogen_core's objects, and for plain strings on a node that
         # hosts autogen_core agents (code written for autogen_core compares with its own AgentId).
-        if _is_autogen(id_or_type) or (isinstance(id_or_type, str) and self._autogen_flavoured):
+        if is_autogen_object(id_or_type) or (isinstance(id_or_type, str) and self._autogen_flavoured):
             from . import autogen as _autogen
 
             return _autogen.to_autogen_id(agent_id)  # type: ignore[return-value]

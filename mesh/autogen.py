@@ -65,10 +65,6 @@ def to_autogen_context(ctx: MessageContext) -> autogen_core.MessageContext:
     )
 
 
-def is_autogen_object(value: Any) -> bool:
-    return type(value).__module__.startswith("autogen_core")
-
-
 def instantiation_context(runtime: Any, agent_id: AgentId) -> AbstractContextManager[None]:
     """autogen_core's AgentInstantiationContext, populated for ``agent_id``."""
     cm: AbstractContextManager[None] = autogen_core.AgentInstantiationContext.populate_context(
