@@ -155,7 +155,6 @@ class CurveSecurity:
                     continue
                 allowed.add(public)
         self.allowed = allowed
-        self._allowed_ids = frozenset(key.decode("ascii") for key in allowed)
 
     # -- the credentials provider interface of pyzmq's authenticator -----------------------------------
 
@@ -194,7 +193,7 @@ class CurveSecurity:
 
     def allows_client(self, user_id: str) -> bool:
         """Whether a connection's ZAP User-Id (the z85 key it authenticated with) is still allowed."""
-        return user_id in self._allowed_ids
+        return user_id.encode("ascii", "replace") in self.allowed
 
     def allows_endpoint(self, endpoint: str) -> bool:
         """Whether the key an endpoint names (per-node keys) is still allowed."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from discovery import is_valid_endpoint
+
 MIB = 1024 * 1024
 
 
@@ -37,20 +39,12 @@ class BridgeConfig:
 
 
 def check_host_address(address: str) -> str:
-    """``address`` if it is an AutoGen host's gRPC address, ``HOST:PORT`` (``[v6]:PORT`` too).
+    """``address`` if it is an AutoGen host's gRPC address, ``HOST:PORT`` (``[v6]:PORT`` too): the
+    members' endpoint rule, without ``tcp://`` and key.
 
     Raises:
         ValueError: it names no host or no port 1-65535 (a URL, a bare host name, port 0...).
     """
-    host, sep, port = address.rpartition(":")
-    bracketed = host.startswith("[") and host.endswith("]")
-    if (
-        not sep
-        or "://" in address
-        or not host.strip("[]")
-        or (":" in host and not bracketed)
-        or not port.isdigit()
-        or not 0 < int(port) < 65536
-    ):
+    if "#" in address or not is_valid_endpoint(f"tcp://{address}"):
         raise ValueError(f"the AutoGen host address must be HOST:PORT with a port 1-65535, not {address!r}")
     return address
