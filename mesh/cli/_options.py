@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -162,12 +163,23 @@ async def start_or_explain(node: MeshNode, command: str) -> bool:
     return True
 
 
-def quiet_visitor_logs() -> None:
-    """A temporary node binds a LAN address without keys on purpose (it hosts nothing and leaves
-    soon): the mesh's warning about it would only be noise, unless the user chose a log level."""
+@contextlib.contextmanager
+def quiet_visitor_logs() -> Iterator[None]:
+    """While a temporary node looks at the mesh: it binds a LAN address without keys on purpose (it
+    hosts nothing and leaves soon), and zeroconf logs every failed IPv6 send with a traceback where
+    there is no IPv6 route; that would only be noise, unless the user chose a log level. The levels
+    are put back afterwards (the commands may run inside a longer-lived process)."""
     ctx = click.get_current_context(silent=True)
-    if ctx is None or ctx.find_root().params.get("log_level") is None:
-        logging.getLogger("mesh").setLevel(logging.ERROR)
+    chosen = ctx is not None and ctx.find_root().params.get("log_level") is not None
+    loggers = [] if chosen else [logging.getLogger(name) for name in ("mesh", "zeroconf")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def with_join_options(func: F) -> F:

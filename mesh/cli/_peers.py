@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import logging
 import os
 import socket
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from discovery import Announcement, DiscoveryError, browse
 from .._codec import PROTOCOL_MAJOR
 from .._config import MeshConfig
 from .._node import MeshNode
+from ._options import quiet_visitor_logs
 
 ENV_SECRET_KEY_FILE = "AGENTMESH_SECRET_KEY_FILE"
 DEFAULT_TIMEOUT_S = 2.0
@@ -178,21 +178,10 @@ def run_peers(
     interfaces: Sequence[str] | None = None,
 ) -> tuple[str, int]:  # fmt: skip
     """What ``peers`` prints, and its exit code (0; 1 when ``--mesh`` was given and not found)."""
-    # The temporary node binds a LAN address without keys on purpose (it hosts nothing and leaves
-    # at once): the mesh's warning about it would only be noise here.
-    # Browsing IPv6 where a namespace or host has no IPv6 route makes zeroconf log each failed send
-    # with a traceback at WARNING; what matters to this command is what it finds. The levels are
-    # put back afterwards (run_peers may be called in a longer-lived process).
-    quieted = {name: logging.getLogger(name) for name in ("mesh", "zeroconf")}
-    levels = {name: logger.level for name, logger in quieted.items()}
-    for logger in quieted.values():
-        logger.setLevel(logging.ERROR)
     try:
-        rows = asyncio.run(find_peers(timeout_s, mesh=mesh, interfaces=interfaces))
+        with quiet_visitor_logs():
+            rows = asyncio.run(find_peers(timeout_s, mesh=mesh, interfaces=interfaces))
     except (DiscoveryError, OSError) as exc:  # an unknown interface, an address not on this machine
         raise click.ClickException(f"cannot browse: {exc}") from exc
-    finally:
-        for name, logger in quieted.items():
-            logger.setLevel(levels[name])
     text = json.dumps([asdict(r) for r in rows], indent=2) if as_json else format_table(rows)
     return text, 1 if mesh is not None and not rows else 0

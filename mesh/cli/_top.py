@@ -250,8 +250,8 @@ def top(
     queue depth, from each node's counters."""
     if as_json and not once:
         raise click.UsageError("--json needs --once")
-    quiet_visitor_logs()
-    code = asyncio.run(
-        run_top(join, once=once, interval_s=interval_s, wait_s=wait_s, duration_s=duration_s, as_json=as_json)
-    )
+    with quiet_visitor_logs():
+        code = asyncio.run(
+            run_top(join, once=once, interval_s=interval_s, wait_s=wait_s, duration_s=duration_s, as_json=as_json)
+        )
     raise SystemExit(code)

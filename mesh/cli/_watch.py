@@ -122,6 +122,7 @@ def watch(join: JoinOptions, topic: str, count: int | None, timeout_s: float | N
         raise click.BadParameter(
             f"{topic_type!r} is not a topic type (letters, digits, and _ - . : =)", param_hint="TOPIC_TYPE"
         )
-    quiet_visitor_logs()
     tap = Tap(source if slash else None, count, as_json)
-    raise SystemExit(asyncio.run(run_watch(join, topic_type, tap, timeout_s)))
+    with quiet_visitor_logs():
+        code = asyncio.run(run_watch(join, topic_type, tap, timeout_s))
+    raise SystemExit(code)

@@ -5,11 +5,9 @@ checkout and says clearly when there are none."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -111,7 +109,6 @@ def test_the_help_documents_the_environment_variables() -> None:
     assert "AGENTMESH_PORT" in runner.invoke(main, ["node", "--help"], terminal_width=200).output
 
 
-@pytest.mark.usefixtures("logger_levels")
 @pytest.mark.parametrize(
     ("variable", "option"),
     [("AGENTMESH_TOP_INTERVAL", "--interval"), ("AGENTMESH_TOP_DURATION", "--duration")],
@@ -142,18 +139,6 @@ def test_keygen_into_a_directory_it_cannot_create_is_a_one_line_error(tmp_path: 
     assert not isinstance(result.exception, OSError)
 
 
-@pytest.fixture
-def logger_levels() -> Iterator[None]:
-    """watch and top quiet the "mesh" logger for their whole process: in-process runs here must
-    not leave it quiet for the tests that follow."""
-    loggers = [logging.getLogger(name) for name in ("mesh", "zeroconf")]
-    levels = [logger.level for logger in loggers]
-    yield
-    for logger, level in zip(loggers, levels, strict=True):
-        logger.setLevel(level)
-
-
-@pytest.mark.usefixtures("logger_levels")
 @pytest.mark.parametrize(
     "args",
     [
