@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import msgpack
 import pytest
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
 from support.hardening_agents import GetState, NodeState
 from support.hardening_cluster import CALL_TIMEOUT_S, Cluster, node_id
 from support.waiting import wait_until
@@ -58,6 +63,33 @@ async def _flood(args: list[str]) -> dict[str, Any]:
     with anyio.fail_after(FLOOD_TIMEOUT_S):
         done = await anyio.run_process([sys.executable, str(FLOODER), *args], check=True)
     result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+@asynccontextmanager
+async def _held_flood(args: list[str]) -> AsyncIterator[Process]:
+    """A flooder that keeps its connections open until the block ends (``--hold``): the frames it
+    sent are all in the target's reach however slowly the target reads them."""
+    async with await anyio.open_process(
+        [sys.executable, str(FLOODER), "--hold", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None
+    ) as process:
+        try:
+            yield process
+        except BaseException:
+            process.kill()
+            raise
+        assert process.stdin is not None
+        with anyio.fail_after(FLOOD_TIMEOUT_S):
+            await process.stdin.aclose()
+            assert await process.wait() == 0, "the flooder failed"
+
+
+async def _flood_sent(process: Process) -> dict[str, Any]:
+    """What a held flooder sent, once it has sent it all."""
+    assert process.stdout is not None
+    with anyio.fail_after(FLOOD_TIMEOUT_S):
+        line = await BufferedByteReceiveStream(process.stdout).receive_until(b"\n", 1 << 20)
+    result: dict[str, Any] = json.loads(line)
     return result
 
 
@@ -152,8 +184,8 @@ async def test_a_flood_of_hostile_frames_is_counted_and_the_node_keeps_serving_i
                     outcome = exc
                 calls.append((started, time.monotonic(), outcome))
 
-        async def flooder() -> None:
-            flood.update(await _flood([target.address, f"--incarnation={incarnation}", f"--frames={FLOOD_FRAMES}"]))
+        async def flooder(process: Process) -> None:
+            flood.update(await _flood_sent(process))
 
         async def mole_junk() -> None:
             for i in range(0, len(mole_bodies), 250):
@@ -161,10 +193,13 @@ async def test_a_flood_of_hostile_frames_is_counted_and_the_node_keeps_serving_i
                 await anyio.sleep(0.01)  # spread over the flood (pacing, not synchronisation)
 
         started = time.monotonic()
-        async with anyio.create_task_group() as tg:
+        async with (
+            _held_flood([target.address, f"--incarnation={incarnation}", f"--frames={FLOOD_FRAMES}"]) as process,
+            anyio.create_task_group() as tg,
+        ):
             tg.start_soon(good_peer)
             async with anyio.create_task_group() as senders:
-                senders.start_soon(flooder)
+                senders.start_soon(flooder, process)
                 senders.start_soon(mole_junk)
             sent_s = time.monotonic() - started
             must_refuse = flood["must_refuse"] + mole_refusals

@@ -14,13 +14,22 @@ least one record the node must refuse). With ``--oversized K`` it first sends K 
 It prints one JSON line: how many frames of each kind it handed to ZeroMQ, how many must be refused
 (every one of them must show in the node's counters), and the time it took. Every send is bounded
 (``SNDTIMEO``); at the end it waits (bounded, ``LINGER``) for its sockets to flush.
+
+With ``--hold`` it keeps every connection open after printing that line, until its standard input
+closes (or ``--hold-timeout`` passes). A caller that needs every frame to reach the node must use
+it and close the input only once the node has counted them: a socket closed while the node has not
+read what it was sent yet can lose the rest (a heartbeat the closing side never read makes the
+kernel reset the connection, and the reset discards what the node's side still held). The sockets
+a churn replaces stay open until the end for the same reason.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import select
 import sys
 import time
 from collections import Counter
@@ -60,6 +69,7 @@ class Flood:
         self.context = zmq.Context()
         self.malformed = [self._socket(self._malformed_rid()) for _ in range(MALFORMED_SOCKETS)]
         self.well_formed = [self._socket(self._well_formed_rid()) for _ in range(WELL_FORMED_SOCKETS)]
+        self.retired: list[zmq.Socket[Any]] = []  # replaced by a churn, closed with the rest
         self.sent: Counter[str] = Counter()
         self.must_refuse = 0
         self.routing_ids = MALFORMED_SOCKETS + WELL_FORMED_SOCKETS
@@ -146,7 +156,7 @@ class Flood:
 
     def churn(self) -> None:
         i = self.rng.randrange(len(self.malformed))
-        self.malformed[i].close()  # lingers until what it queued is written (bounded by LINGER_MS)
+        self.retired.append(self.malformed[i])  # idle from now on; closed at the end (see --hold)
         self.malformed[i] = self._socket(self._malformed_rid())
         self.routing_ids += 1
 
@@ -159,8 +169,8 @@ class Flood:
         sock.close()
 
     def close(self) -> None:
-        for sock in [*self.malformed, *self.well_formed]:
-            sock.close()
+        for sock in [*self.malformed, *self.well_formed, *self.retired]:
+            sock.close()  # lingers until what it queued is written (bounded by LINGER_MS)
         self.context.term()  # bounded: every socket lingers at most LINGER_MS
 
 
@@ -172,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--oversized", type=int, default=0, help="frames over the node's maximum size, first")
     parser.add_argument("--oversized-bytes", type=int, default=0)
+    parser.add_argument("--hold", action="store_true", help="keep the connections open until stdin closes")
+    parser.add_argument("--hold-timeout", type=float, default=300.0, help="the longest --hold waits, in seconds")
     args = parser.parse_args(argv)
     flood = Flood(args.endpoint, args.incarnation, random.Random(args.seed))
     started = time.monotonic()
@@ -184,19 +196,32 @@ def main(argv: list[str] | None = None) -> int:
             if i and i % CHURN_EVERY == 0:
                 flood.churn()
         sent_s = time.monotonic() - started
+        result = {
+            "sent": dict(flood.sent),
+            "frames": sum(n for kind, n in flood.sent.items() if kind != "oversized"),
+            "must_refuse": flood.must_refuse,
+            "routing_ids": flood.routing_ids,
+            "oversized_s": round(oversized_s, 3),
+            "sent_s": round(sent_s, 3),
+        }
+        if args.hold:
+            print(json.dumps(result), flush=True)
+            _wait_for_eof(sys.stdin.fileno(), args.hold_timeout)
     finally:
         flood.close()
-    result = {
-        "sent": dict(flood.sent),
-        "frames": sum(n for kind, n in flood.sent.items() if kind != "oversized"),
-        "must_refuse": flood.must_refuse,
-        "routing_ids": flood.routing_ids,
-        "oversized_s": round(oversized_s, 3),
-        "sent_s": round(sent_s, 3),
-        "flushed_s": round(time.monotonic() - started, 3),
-    }
-    print(json.dumps(result), flush=True)
+    if not args.hold:
+        result["flushed_s"] = round(time.monotonic() - started, 3)
+        print(json.dumps(result), flush=True)
     return 0
+
+
+def _wait_for_eof(fd: int, timeout_s: float) -> None:
+    """Read ``fd`` until end of file, for at most ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:  # bounded by the deadline
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready and not os.read(fd, 4096):
+            return
 
 
 if __name__ == "__main__":
