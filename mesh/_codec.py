@@ -22,7 +22,7 @@ from ._errors import MeshError, RemoteAgentError, compat
 from ._ids import AgentId, TopicId, is_valid_agent_type, is_valid_topic_type
 
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 0
+PROTOCOL_MINOR = 1  # 1: SETTLED, FORWARDED
 MAGIC = b"AM"
 HEADER = struct.Struct(">2sBBBQ")
 CLS_DATA = 0
@@ -40,6 +40,12 @@ HANDOVER = 7  # [HANDOVER, req_id, agent_type, key, state]
 AGENT_OP = 8  # [AGENT_OP, req_id, origin, op, agent_type, key, argument]
 STATS = 9  # [STATS, req_id, origin]
 CANCEL_PUBLISH = 10  # [CANCEL_PUBLISH, message_id, origin]: the publisher cancelled its token
+# [SETTLED, incarnation, agent types]: the sender has handed over every live agent of these types
+# that the receiver (in that incarnation) owns in the sender's view (protocol 1.1 and later).
+SETTLED = 11
+# [FORWARDED, req_id, owner]: the receiver's call req_id was passed on to node owner, which answers
+# it; the caller ties the call to that node from now on (protocol 1.1 and later).
+FORWARDED = 12
 
 DATA_KINDS = frozenset({PUBLISH, RPC})
 

@@ -35,6 +35,10 @@ class MeshConfig:
     # How long register()/add_subscription() wait for peers to acknowledge a change; a slow peer
     # is repaired by gossip afterwards.
     visibility_timeout_s: float = 3.0
+    # After a node starts hosting an agent type (it starts, registers the type, or rejoins), how
+    # long a message for an agent of that type that is not live on it may wait for the other nodes
+    # hosting the type to say they handed over every agent it now owns, before it is created afresh.
+    settle_timeout_s: float = 5.0
     # Bad frames from peers: at most one warning per interval, the rest only counted.
     bad_frame_log_interval_s: float = 10.0
     membership: MembershipConfig = field(default_factory=MembershipConfig)

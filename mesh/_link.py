@@ -480,6 +480,10 @@ class MeshLink:
         self._forwarded[(origin, req_id)] = owner
         if len(self._forwarded) > MAX_FORWARDED:
             self._forwarded.popitem(last=False)
+        if origin != owner:
+            # The owner answers the caller directly: the caller waits on the owner from now on,
+            # so the call outlives this node (it may be leaving: that is often why it forwards).
+            self.send_control(origin, [wire.FORWARDED, req_id, owner])
 
     # -- receiving --------------------------------------------------------------------------------
 
@@ -596,13 +600,15 @@ class MeshLink:
             self._membership.receive(peer.node_id, record[1])
         elif kind == wire.CANCEL:
             self._on_cancel(peer, record)
+        elif kind == wire.FORWARDED:
+            self._on_forwarded(peer, record)
         elif kind == wire.CANCEL_PUBLISH:
             if len(record) < 3:
                 raise FrameDecodeError("CANCEL_PUBLISH must have 3 fields")
             token = self._publish_tokens.pop((peer.node_id, wire._str(record[1], "message id")), None)
             if token is not None:
                 token.cancel()
-        elif kind in (wire.AGENT_OP, wire.HANDOVER, wire.STATS):
+        elif kind in (wire.AGENT_OP, wire.HANDOVER, wire.STATS, wire.SETTLED):
             self._node._accept_control(peer, record)
         else:
             raise FrameDecodeError(f"unknown record kind {kind!r}")
@@ -660,6 +666,20 @@ class MeshLink:
             return  # the caller gave up already
         if not call.future.done():
             self._node._complete_call(call.future, record[2], record[3], record[4], record[5])
+
+    def _on_forwarded(self, peer: Peer, record: list[Any]) -> None:
+        if len(record) != 3:
+            raise FrameDecodeError("FORWARDED must have 3 fields")
+        req_id = wire._int(record[1], "request id")
+        owner = wire._str(record[2], "owner", 64)
+        call = self._calls.get(req_id)
+        if call is None or call.peer != peer.node_id:
+            return  # answered already, or not a call that this peer holds
+        target = self._peers.get(owner)
+        if target is None:
+            return  # this node does not know the owner: the forwarder answers if it dies
+        call.peer = owner
+        call.incarnation = target.record.incarnation
 
     def _on_cancel(self, peer: Peer, record: list[Any]) -> None:
         if len(record) != 3:

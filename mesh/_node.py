@@ -14,7 +14,7 @@ import time
 import uuid
 import warnings
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
@@ -69,6 +69,7 @@ MAX_MOVED_OUT = 100_000
 # A message passed on after a move follows at most this many moves made in quick succession (the
 # bound also ends any loop between stale records).
 MOVED_HOPS = 3
+MAX_SETTLED_TYPES = 10_000  # agent types one SETTLED record may name
 _warned_insecure_bind = False
 
 
@@ -338,6 +339,15 @@ class MeshNode:
         # of its routing), and handovers it is still taking in (it hands those on before it goes).
         self._refusing: set[str] = set()
         self._receiving = 0
+        # Settling (one instance per key across a join): after this node starts hosting an agent
+        # type, a message for an agent of it that is not live here waits until every other node
+        # hosting the type has said it handed over what this node now owns (SETTLED), or until
+        # the type's window (settle_timeout_s) ends; only then is the agent created afresh here.
+        self._settle_until: dict[str, float] = {}  # agent type -> loop time its window ends
+        self._settled_by: dict[str, set[str]] = {}  # agent type -> peers that said SETTLED
+        self._unsettled: dict[AgentId, list[tuple[Callable[..., None], tuple[Any, ...]]]] = {}
+        # What this node said SETTLED for: peer -> (the peer's incarnation, agent types).
+        self._settled_sent: dict[str, tuple[int, frozenset[str]]] = {}
         self._received = asyncio.Event()
         self._mdns: Any = None
         self._view_listeners: list[Callable[[], None]] = []
@@ -354,6 +364,7 @@ class MeshNode:
             "bad_payloads": 0,
             "handed_over": 0,
             "handover_conflicts": 0,
+            "held_for_handover": 0,
             "rejoined": 0,
         }
 
@@ -545,6 +556,7 @@ class MeshNode:
         self._warn_if_exposed()
         self._dispatcher.start()
         self._running = True
+        self._open_settling(self._agents.factories)
         me = MemberRecord(
             self._node_id,
             self._incarnation,
@@ -645,7 +657,10 @@ class MeshNode:
             # Route around this node from now on, and hand its live agents to their new owners.
             self._leaving = True
             self._view_changed()
+            self._end_settling()  # what waits goes to the agents' new owners
             await self._hand_over_all(deadline)
+        else:
+            self._end_settling()  # what waits runs here
         if self._mdns is not None:
             await self._mdns.close()
             self._mdns = None
@@ -666,6 +681,8 @@ class MeshNode:
         self._leaving = False
         self._refusing.clear()
         self._moved_out.clear()
+        self._settled_sent.clear()
+        self._end_settling()
         self._table_now = RoutingTable({self._node_id: self._info})
         self._table_stale = False
 
@@ -752,6 +769,7 @@ class MeshNode:
             "node %s was declared dead by its peers; rejoining as incarnation %d", self._name, self._incarnation
         )
         self._link.rejoin(self._incarnation)
+        self._open_settling(self._agents.factories)  # the others may have made copies meanwhile
         self._view_changed()
 
     # -- registration -----------------------------------------------------------------------------
@@ -781,6 +799,8 @@ class MeshNode:
         self._agents.add_factory(type_name, agent_factory, expected_class)
         if expected_class is not None:
             self._learn_agent_class(expected_class)
+        if self._running:
+            self._open_settling([type_name])
         await self._registrations_changed()
         if is_autogen_object(type) or (expected_class is not None and self._agents.is_foreign_class(expected_class)):
             self._autogen_flavoured = True
@@ -941,6 +961,9 @@ class MeshNode:
             self._forget_gone_takers()
         if self._running and not self._leaving:
             self._check_ownership()
+            self._say_settled()
+        if self._unsettled:
+            self._release_unsettled()  # a node waited for may be gone
         for listener in list(self._view_listeners):
             try:
                 listener()
@@ -1097,9 +1120,9 @@ class MeshNode:
 
     async def _run_event(self, agent_id: AgentId, message: Any, ctx: MessageContext, hops: int = 0) -> None:
         agent = self._agents.instances.get(agent_id)
-        if (self._moving or (agent is None and self._moved_out)) and self._divert(
-            agent_id, agent is None, hops, self._pass_event, (agent_id, message, ctx, hops)
-        ):
+        if (
+            self._moving or self._unsettled or (agent is None and (self._moved_out or self._settle_until))
+        ) and self._divert(agent_id, agent is None, hops, self._pass_event, (agent_id, message, ctx, hops)):
             return
         reset = _HANDLER_VAR.set(agent_id)
         try:
@@ -1323,9 +1346,9 @@ class MeshNode:
         if future.done() or ctx.cancellation_token.is_cancelled():
             return  # cancelled before it started: the handler never runs
         agent = self._agents.instances.get(agent_id)
-        if (self._moving or (agent is None and self._moved_out)) and self._divert(
-            agent_id, agent is None, 0, self._pass_rpc, (agent_id, message, ctx, future)
-        ):
+        if (
+            self._moving or self._unsettled or (agent is None and (self._moved_out or self._settle_until))
+        ) and self._divert(agent_id, agent is None, 0, self._pass_rpc, (agent_id, message, ctx, future)):
             return
         reset = _HANDLER_VAR.set(agent_id)
         try:
@@ -1424,10 +1447,10 @@ class MeshNode:
         return value
 
     async def _run_remote_event(self, agent_id: AgentId, body: Body, ctx: MessageContext, hops: int = 0) -> None:
-        if self._moving or self._moved_out:
+        if self._moving or self._moved_out or self._unsettled or self._settle_until:
             # Checked before decoding too: that may create the agent to learn its message types.
             absent = agent_id not in self._agents.instances
-            if (absent or self._moving) and self._divert(
+            if (absent or self._moving or self._unsettled) and self._divert(
                 agent_id, absent, hops, self._pass_remote_event, (agent_id, body, ctx, hops)
             ):
                 return
@@ -1501,9 +1524,9 @@ class MeshNode:
             link.finish_inbound(origin, req_id)
             link.reply(origin, req_id, wire.NOT_RUN, "cancelled before the handler started")
             return
-        if self._moving or self._moved_out:
+        if self._moving or self._moved_out or self._unsettled or self._settle_until:
             absent = agent_id not in self._agents.instances
-            if (absent or self._moving) and self._divert(
+            if (absent or self._moving or self._unsettled) and self._divert(
                 agent_id, absent, hops, self._pass_remote_rpc, (origin, req_id, agent_id, body, ctx, hops)
             ):
                 return
@@ -1553,6 +1576,14 @@ class MeshNode:
             agent_id = wire.agent_id_from_wire([record[2], record[3]], "agent")
             state = wire._bytes(record[4], "state")
             self._dispatcher.submit((self._run_handover, peer.node_id, req_id, agent_id, state))
+        elif kind == wire.SETTLED:
+            if len(record) != 3:
+                raise FrameDecodeError("SETTLED must have 3 fields")
+            incarnation = wire._int(record[1], "incarnation")
+            if not isinstance(record[2], list) or len(record[2]) > MAX_SETTLED_TYPES:
+                raise FrameDecodeError(f"SETTLED must name at most {MAX_SETTLED_TYPES} agent types in a list")
+            agent_types = [wire._str(t, "agent type", 255) for t in record[2]]
+            self._accept_settled(peer, incarnation, agent_types)
         elif kind == wire.STATS:
             if len(record) != 3:
                 raise FrameDecodeError("STATS must have 3 fields")
@@ -1846,18 +1877,133 @@ class MeshNode:
     ) -> bool:
         """A message for ``agent_id`` is about to run here: if the agent is moving, hold it until
         the move settles; if it is ``absent`` because it moved away, pass it on to its taker
-        (``pass_on(taker, *args)``). False if it runs here now."""
+        (``pass_on(taker, *args)``); if it is absent and may still live on a node that has not
+        handed it over yet (see _settle_until), hold it until that node says it is done. False
+        if it runs here now."""
         waiting = self._moving.get(agent_id)
         if waiting is not None:
             waiting.append((pass_on, args))
             return True
-        if not absent or hops >= MOVED_HOPS or not self._moved_out:
+        held = self._unsettled.get(agent_id)
+        if held is not None:
+            held.append((pass_on, args))  # behind the ones that wait already
+            self._stats["held_for_handover"] += 1
+            return True
+        if not absent:
             return False
-        taker = self._taker_of(agent_id)
-        if taker is None:
+        if hops < MOVED_HOPS and self._moved_out:
+            taker = self._taker_of(agent_id)
+            if taker is not None:
+                pass_on(taker, *args)
+                return True
+        if self._settle_until and self._unsettled_type(agent_id.type):
+            self._unsettled[agent_id] = [(pass_on, args)]
+            self._stats["held_for_handover"] += 1
+            return True
+        return False
+
+    # -- settling: one instance per key when a node starts hosting a type ------------------------
+
+    def _open_settling(self, agent_types: Iterable[str]) -> None:
+        """This node starts hosting ``agent_types`` (it starts, registers them, or rejoins): other
+        nodes may hold live agents of them that it now owns, and hand them over once they see it.
+        Until they say so, messages for such agents that are not live here wait (bounded)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self._config.settle_timeout_s
+        opened = False
+        for agent_type in agent_types:
+            self._settle_until[agent_type] = until
+            self._settled_by[agent_type] = set()
+            opened = True
+        if opened:
+            loop.call_at(until, self._release_unsettled)
+
+    def _unsettled_type(self, agent_type: str) -> bool:
+        """Whether a node hosting ``agent_type`` has not said SETTLED to this one yet, within the
+        type's window."""
+        until = self._settle_until.get(agent_type)
+        if until is None:
             return False
-        pass_on(taker, *args)
-        return True
+        if asyncio.get_running_loop().time() >= until:
+            del self._settle_until[agent_type]
+            self._settled_by.pop(agent_type, None)
+            return False
+        settled = self._settled_by.get(agent_type, set())
+        for node_id in self._table.type_hosts.get(agent_type, ()):
+            if node_id == self._node_id or node_id in settled:
+                continue
+            peer = self._link.peer(node_id)
+            if peer is not None and tuple(peer.record.protocol) >= (1, 1):
+                return True  # it may hold one of them still (older nodes never say SETTLED)
+        return False
+
+    def _release_unsettled(self) -> None:
+        """Run (or pass on) the messages whose agents no longer wait for a handover, in order."""
+        for agent_type in [t for t in list(self._settle_until) if not self._unsettled_type(t)]:
+            self._settle_until.pop(agent_type, None)
+        for agent_id in [a for a in self._unsettled if a.type not in self._settle_until]:
+            self._release_held(self._unsettled.pop(agent_id))
+
+    def _end_settling(self) -> None:
+        """Every window ends now (the node stops): what waited goes to its agent's owner, which
+        is another node once this one leaves (else it runs here, or fails if it cannot)."""
+        self._settle_until.clear()
+        self._settled_by.clear()
+        for agent_id in list(self._unsettled):
+            owner = self._table.owner(agent_id.type, agent_id.key) if self._leaving else None
+            self._release_held(self._unsettled.pop(agent_id), None if owner == self._node_id else owner)
+
+    def _release_held(self, held: list[tuple[Callable[..., None], tuple[Any, ...]]], owner: str | None = None) -> None:
+        for pass_on, args in held:
+            if owner is not None or self._dispatcher.running:
+                pass_on(owner, *args)
+            else:
+                self._fail_held(pass_on, args)
+
+    def _accept_settled(self, peer: Peer, incarnation: int, agent_types: list[str]) -> None:
+        if incarnation != self._incarnation or not self._settle_until:
+            return  # said to an earlier incarnation of this node, or nothing waits
+        for agent_type in agent_types:
+            settled = self._settled_by.get(agent_type)
+            if settled is not None:
+                settled.add(peer.node_id)
+        if self._unsettled:
+            self._release_unsettled()
+
+    def _say_settled(self) -> None:
+        """Tell every peer that hosts a factory type this node hosts too, once per incarnation of
+        the peer and type, that this node has handed over what the peer owns of it (after the
+        handovers _check_ownership began for this view)."""
+        mine = self._agents.factories
+        if not mine:
+            return
+        table = self._table
+        for node_id, info in table.nodes.items():
+            if node_id == self._node_id:
+                continue
+            shared = frozenset(t for t, ti in info.types.items() if ti.kind == "factory" and t in mine)
+            peer = self._link.peer(node_id)
+            if not shared or peer is None:
+                continue
+            incarnation = peer.record.incarnation
+            said = self._settled_sent.get(node_id)
+            if said is not None and said[0] == incarnation:
+                shared -= said[1]
+                if not shared:
+                    continue
+                self._settled_sent[node_id] = (incarnation, said[1] | shared)
+            else:
+                self._settled_sent[node_id] = (incarnation, shared)
+            self._spawn(self._send_settled(node_id, incarnation, sorted(shared), list(self._handovers)))
+        for node_id in [n for n in self._settled_sent if n not in table.nodes]:
+            del self._settled_sent[node_id]
+
+    async def _send_settled(
+        self, node_id: str, incarnation: int, agent_types: list[str], handovers: list[asyncio.Task[bool]]
+    ) -> None:
+        if handovers:
+            await asyncio.wait(handovers, timeout=self._config.visibility_timeout_s)
+        self._link.send_control(node_id, [wire.SETTLED, incarnation, agent_types])
 
     # The pass_on functions: run the message here (taker None) or send it to the agent's taker.
 

@@ -202,6 +202,13 @@ async def test_ids_and_topics_from_a_joined_peer_are_validated_counted_and_never
         control = [
             [wire.AGENT_OP, 2, b.node_id, "metadata", "bad type!", "k1", None],
             [wire.HANDOVER, 3, "bad type!", "k1", b"\x80"],
+            [wire.SETTLED, -1, ["echo"]],  # an incarnation that is not a non-negative integer
+            [wire.SETTLED, 1, "echo"],  # agent types not in a list
+            [wire.SETTLED, 1, [7]],
+            [wire.SETTLED, 1],
+            [wire.FORWARDED, -1, b.node_id],
+            [wire.FORWARDED, 1, 7],  # an owner that is not a node id
+            [wire.FORWARDED, 1],
         ]
         crafted = data + control
         before = a.statistics()

@@ -3,10 +3,9 @@ carry state"): they follow the agent to the node that took it, and never make a 
 the node it left. A steady stream of RPC increments and publishes runs while a node joins (keys
 move to it) or while an owner stops (it hands its agents over); afterwards every count equals the
 increments sent (less what was counted lost as the owner left), and no key has two live instances.
-
-Not covered (a known gap): a third node whose view learns of a joining node before the old owner
-has handed an agent over may send to the joining node first, which then starts the agent afresh
-and has that copy overwritten by the handover."""
+That holds too when a third node learns of the joining node before the old owner does: the joining
+node makes no agent of the type afresh until the old owner says it has handed over (SETTLED), and
+waits for that at most ``settle_timeout_s``."""
 
 from __future__ import annotations
 
@@ -151,6 +150,24 @@ async def _check(nodes: list[MeshNode], stream: Stream, lost: int = 0) -> None:
     assert len(holders) == len(KEYS)
 
 
+async def _stream_through_a_join(owner: MeshNode, caller: MeshNode, joiner: MeshNode) -> None:
+    """``caller`` streams to every key, all owned by ``owner``, while ``joiner`` joins with the
+    caller as its seed and takes some keys over; then every count must be as expected."""
+    stream = Stream(caller)
+
+    async def join() -> None:
+        await _host(joiner)
+        joiner._seeds = (caller.address,)
+        await joiner.start()
+        await wait_until(lambda: joiner.node_id in owner.routing_table.nodes, WAIT_S, what="the owner seeing it")
+        await wait_until(lambda: _settled([owner, joiner]), WAIT_S, what="every move is done")
+
+    await _stream_while(stream, join)
+    assert sum(owner.routing_table.owner("ctr", key) == joiner.node_id for key in KEYS) > 5  # keys did move
+    assert sum(stream.unknown.values()) == 0
+    await _check([owner, joiner], stream)
+
+
 def _settled(nodes: list[MeshNode]) -> bool:
     """No move under way: every node holds only agents its view routes to it."""
     for node in nodes:
@@ -165,19 +182,7 @@ async def test_messages_for_agents_that_move_to_a_joining_node_follow_them(mesh_
     # agents do (other callers can: see the module docstring).
     a, d = mesh_nodes[0], mesh_nodes[3]
     await _start([a])
-    stream = Stream(a)
-
-    async def join() -> None:
-        await _host(d)
-        d._seeds = (a.address,)
-        await d.start()
-        await a.wait_for_peers(1, timeout=WAIT_S)
-        await wait_until(lambda: _settled([a, d]), WAIT_S, what="every move is done")
-
-    await _stream_while(stream, join)
-    assert sum(a.routing_table.owner("ctr", key) == d.node_id for key in KEYS) > 5  # keys did move
-    assert sum(stream.unknown.values()) == 0
-    await _check([a, d], stream)
+    await _stream_through_a_join(a, a, d)
     assert a.statistics()["handed_over"] > 5
 
 
@@ -284,3 +289,20 @@ async def test_a_call_held_for_a_moving_agent_ends_when_the_node_stops(mesh_node
     assert call.done(), "the call still waits after its node stopped"
     if not call.cancelled():
         call.exception()  # an outcome either way: a reply or an error
+
+
+async def test_a_third_node_that_learns_of_a_joining_node_first_loses_no_increment(
+    mesh_nodes: list[MeshNode],
+) -> None:
+    # The caller hosts no counter and is the joining node's seed: it routes keys to the joining
+    # node before the old owner has handed them over.
+    a, c, d = mesh_nodes[0], mesh_nodes[2], mesh_nodes[3]
+    with anyio.fail_after(WAIT_S):
+        await _host(a)
+        await a.start()
+        c._seeds = (a.address,)
+        await c.start()
+        await c.wait_for_peers(1, timeout=WAIT_S)
+    await _stream_through_a_join(a, c, d)
+    assert d.statistics()["handover_conflicts"] == 0
+    assert a.statistics()["handed_over"] > 5

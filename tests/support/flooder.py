@@ -114,7 +114,7 @@ class Flood:
 
     def _junk_record(self) -> list[Any]:
         rng = self.rng
-        kind = rng.choice([*range(1, 11), 99, -1])
+        kind = rng.choice([*range(1, 13), 99, -1])
         if kind == MEMBER:
             code = rng.choice([c for c in range(16) if c != REFUSE])
             return [MEMBER, [code, *(self._junk_value() for _ in range(rng.randrange(0, 4)))]]
