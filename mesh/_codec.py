@@ -43,8 +43,8 @@ CANCEL_PUBLISH = 10  # [CANCEL_PUBLISH, message_id, origin]: the publisher cance
 # [SETTLED, incarnation, agent types]: the sender has handed over every live agent of these types
 # that the receiver (in that incarnation) owns in the sender's view (protocol 1.1 and later).
 SETTLED = 11
-# [FORWARDED, req_id, owner]: the receiver's call req_id was passed on to node owner, which answers
-# it; the caller ties the call to that node from now on (protocol 1.1 and later).
+# [FORWARDED, req_id, agent_type, key]: the sender holds the receiver's call req_id (to that agent),
+# which reached it forwarded, and answers it; the caller waits on the sender from now on (1.1).
 FORWARDED = 12
 
 DATA_KINDS = frozenset({PUBLISH, RPC})

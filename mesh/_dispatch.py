@@ -53,6 +53,9 @@ class Dispatcher:
         self._context: contextvars.Context | None = None
         self._running = False
         self.completed = 0
+        # Items the node took out of the queue to wait (for a moving or settling agent): they
+        # count toward max_queued, so that a node holding messages stops taking more data.
+        self.held = 0
 
     @property
     def running(self) -> bool:
@@ -69,7 +72,7 @@ class Dispatcher:
     @property
     def saturated(self) -> bool:
         """True when no more handlers may start (the transport stops reading data then)."""
-        return self._busy >= self._max_workers or len(self._queue) >= self._max_queued
+        return self._busy >= self._max_workers or len(self._queue) + self.held >= self._max_queued
 
     def is_idle(self) -> bool:
         return not self._queue and self._busy == 0
@@ -86,6 +89,15 @@ class Dispatcher:
     def submit(self, item: WorkItem) -> None:
         """Queue an item; it starts after every item queued before it has started."""
         self._queue.append(item)
+        self._wake()
+
+    def submit_first(self, items: list[WorkItem]) -> None:
+        """Queue ``items`` (in their order) ahead of everything queued: messages that waited, and
+        were queued before anything that is queued now."""
+        self._queue.extendleft(reversed(items))
+        self._wake()
+
+    def _wake(self) -> None:
         if self._idle_event is not None:
             self._idle_event.clear()
         if self._pending == 0 and self._running:
@@ -97,7 +109,7 @@ class Dispatcher:
 
     async def wait_for_room(self) -> None:
         """Wait until the queue is below its bound (for producers that are not handlers)."""
-        while len(self._queue) >= self._max_queued and self._running:
+        while len(self._queue) + self.held >= self._max_queued and self._running:
             assert self._loop is not None
             waiter = self._loop.create_future()
             self._room_waiters.append(waiter)
@@ -144,6 +156,7 @@ class Dispatcher:
         self._workers.clear()
         self._pending = 0
         self._busy = 0
+        self.held = 0
         self._wake_room_waiters(all_=True)
         self._room_callbacks.clear()
         return self.drop_queued()
@@ -172,7 +185,7 @@ class Dispatcher:
             self._workers.add(task)
 
     def _wake_room_waiters(self, all_: bool = False) -> None:
-        while self._room_waiters and (all_ or len(self._queue) <= self._low_water):
+        while self._room_waiters and (all_ or len(self._queue) + self.held <= self._low_water):
             waiter = self._room_waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
@@ -202,7 +215,7 @@ class Dispatcher:
                 item = queue.popleft()
                 if queue and not self._check_scheduled:
                     self._schedule_check()
-                if self._room_waiters and len(queue) <= self._low_water:
+                if self._room_waiters and len(queue) + self.held <= self._low_water:
                     self._wake_room_waiters()
                 self._busy += 1
                 try:

@@ -480,10 +480,6 @@ class MeshLink:
         self._forwarded[(origin, req_id)] = owner
         if len(self._forwarded) > MAX_FORWARDED:
             self._forwarded.popitem(last=False)
-        if origin != owner:
-            # The owner answers the caller directly: the caller waits on the owner from now on,
-            # so the call outlives this node (it may be leaving: that is often why it forwards).
-            self.send_control(origin, [wire.FORWARDED, req_id, owner])
 
     # -- receiving --------------------------------------------------------------------------------
 
@@ -667,19 +663,23 @@ class MeshLink:
         if not call.future.done():
             self._node._complete_call(call.future, record[2], record[3], record[4], record[5])
 
+    def took_forwarded(self, origin: str, req_id: int, recipient: AgentId) -> None:
+        """A call forwarded to this node is registered here: tell its caller, which then waits on
+        this node (it fails if this node dies; it no longer fails if a forwarder leaves)."""
+        peer = self._peers.get(origin)
+        if peer is not None and tuple(peer.record.protocol) >= (1, 1):
+            self.send_control(origin, [wire.FORWARDED, req_id, recipient.type, recipient.key])
+
     def _on_forwarded(self, peer: Peer, record: list[Any]) -> None:
-        if len(record) != 3:
-            raise FrameDecodeError("FORWARDED must have 3 fields")
+        if len(record) != 4:
+            raise FrameDecodeError("FORWARDED must have 4 fields")
         req_id = wire._int(record[1], "request id")
-        owner = wire._str(record[2], "owner", 64)
+        recipient = wire.agent_id_from_wire([record[2], record[3]], "recipient")
         call = self._calls.get(req_id)
-        if call is None or call.peer != peer.node_id:
-            return  # answered already, or not a call that this peer holds
-        target = self._peers.get(owner)
-        if target is None:
-            return  # this node does not know the owner: the forwarder answers if it dies
-        call.peer = owner
-        call.incarnation = target.record.incarnation
+        if call is None or call.recipient != recipient:
+            return  # answered already, or not that call
+        call.peer = peer.node_id
+        call.incarnation = peer.record.incarnation
 
     def _on_cancel(self, peer: Peer, record: list[Any]) -> None:
         if len(record) != 3:

@@ -70,7 +70,14 @@ MAX_MOVED_OUT = 100_000
 # bound also ends any loop between stale records).
 MOVED_HOPS = 3
 MAX_SETTLED_TYPES = 10_000  # agent types one SETTLED record may name
+# A window counts as ended this close to its end: the loop may run its timer that early.
+SETTLE_CLOCK_SLACK_S = 0.02
 _warned_insecure_bind = False
+
+
+def _speaks_1_1(peer: Peer) -> bool:
+    """Whether the peer knows SETTLED and FORWARDED (protocol 1.1)."""
+    return tuple(peer.record.protocol) >= (1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +355,8 @@ class MeshNode:
         self._unsettled: dict[AgentId, list[tuple[Callable[..., None], tuple[Any, ...]]]] = {}
         # What this node said SETTLED for: peer -> (the peer's incarnation, agent types).
         self._settled_sent: dict[str, tuple[int, frozenset[str]]] = {}
+        self._settle_timer: asyncio.TimerHandle | None = None
+        self._settle_event = asyncio.Event()  # set (and replaced) whenever waiting may have ended
         self._received = asyncio.Event()
         self._mdns: Any = None
         self._view_listeners: list[Callable[[], None]] = []
@@ -541,6 +550,7 @@ class MeshNode:
         self._refusing.clear()
         self._view_event = asyncio.Event()
         self._received = asyncio.Event()  # of this loop (a restart may run on another one)
+        self._settle_event = asyncio.Event()
         if self._security is not None:
             self._security.start()
         try:
@@ -962,7 +972,7 @@ class MeshNode:
         if self._running and not self._leaving:
             self._check_ownership()
             self._say_settled()
-        if self._unsettled:
+        if self._settle_until:
             self._release_unsettled()  # a node waited for may be gone
         for listener in list(self._view_listeners):
             try:
@@ -1120,9 +1130,9 @@ class MeshNode:
 
     async def _run_event(self, agent_id: AgentId, message: Any, ctx: MessageContext, hops: int = 0) -> None:
         agent = self._agents.instances.get(agent_id)
-        if (
-            self._moving or self._unsettled or (agent is None and (self._moved_out or self._settle_until))
-        ) and self._divert(agent_id, agent is None, hops, self._pass_event, (agent_id, message, ctx, hops)):
+        if (agent is None or self._moving or self._unsettled) and self._divert(
+            agent_id, agent is None, hops, self._pass_event, (agent_id, message, ctx, hops)
+        ):
             return
         reset = _HANDLER_VAR.set(agent_id)
         try:
@@ -1346,9 +1356,9 @@ class MeshNode:
         if future.done() or ctx.cancellation_token.is_cancelled():
             return  # cancelled before it started: the handler never runs
         agent = self._agents.instances.get(agent_id)
-        if (
-            self._moving or self._unsettled or (agent is None and (self._moved_out or self._settle_until))
-        ) and self._divert(agent_id, agent is None, 0, self._pass_rpc, (agent_id, message, ctx, future)):
+        if (agent is None or self._moving or self._unsettled) and self._divert(
+            agent_id, agent is None, 0, self._pass_rpc, (agent_id, message, ctx, future)
+        ):
             return
         reset = _HANDLER_VAR.set(agent_id)
         try:
@@ -1447,13 +1457,12 @@ class MeshNode:
         return value
 
     async def _run_remote_event(self, agent_id: AgentId, body: Body, ctx: MessageContext, hops: int = 0) -> None:
-        if self._moving or self._moved_out or self._unsettled or self._settle_until:
-            # Checked before decoding too: that may create the agent to learn its message types.
-            absent = agent_id not in self._agents.instances
-            if (absent or self._moving or self._unsettled) and self._divert(
-                agent_id, absent, hops, self._pass_remote_event, (agent_id, body, ctx, hops)
-            ):
-                return
+        absent = agent_id not in self._agents.instances
+        # Checked before decoding too: that may create the agent to learn its message types.
+        if (absent or self._moving or self._unsettled) and self._divert(
+            agent_id, absent, hops, self._pass_remote_event, (agent_id, body, ctx, hops)
+        ):
+            return
         try:
             message = body.value
             if message is wire._UNSET:
@@ -1497,6 +1506,8 @@ class MeshNode:
             return
         token = CancellationToken()
         self._link.register_inbound(origin, req_id, token)
+        if hops > 0 and origin != self._node_id:
+            self._link.took_forwarded(origin, req_id, recipient)
         ctx = MessageContext(sender, None, True, token, message_id)
         self._dispatcher.submit((self._run_remote_rpc, origin, req_id, recipient, body, ctx, hops))
 
@@ -1524,12 +1535,11 @@ class MeshNode:
             link.finish_inbound(origin, req_id)
             link.reply(origin, req_id, wire.NOT_RUN, "cancelled before the handler started")
             return
-        if self._moving or self._moved_out or self._unsettled or self._settle_until:
-            absent = agent_id not in self._agents.instances
-            if (absent or self._moving or self._unsettled) and self._divert(
-                agent_id, absent, hops, self._pass_remote_rpc, (origin, req_id, agent_id, body, ctx, hops)
-            ):
-                return
+        absent = agent_id not in self._agents.instances
+        if (absent or self._moving or self._unsettled) and self._divert(
+            agent_id, absent, hops, self._pass_remote_rpc, (origin, req_id, agent_id, body, ctx, hops)
+        ):
+            return
         reset = _HANDLER_VAR.set(agent_id)
         try:
             message = await self._decode(agent_id, body)
@@ -1605,6 +1615,12 @@ class MeshNode:
     async def _agent_op_local(self, op: str, agent_id: AgentId, argument: Any) -> Any:
         if self._table.owner(agent_id.type, agent_id.key) != self._node_id:
             raise compat(NotAccessibleError)(f"node {self._name} does not own {agent_id}")
+        while (
+            self._settle_until
+            and agent_id not in self._agents.instances
+            and (agent_id in self._unsettled or self._unsettled_type(agent_id.type))
+        ):  # bounded: the type's window ends
+            await self._settle_event.wait()  # another node may still hand it over: not afresh
         agent = await self._agents.get(agent_id)
         if op == "metadata":
             return dict(agent.metadata)
@@ -1852,8 +1868,21 @@ class MeshNode:
             for pass_on, args in waiting or ():
                 self._fail_held(pass_on, args)
             return
+        if taker is None:
+            self._dispatcher.submit_first([self._held_item(pass_on, args) for pass_on, args in waiting or ()])
+            return
         for pass_on, args in waiting or ():
             pass_on(taker, *args)
+
+    def _held_item(self, pass_on: Callable[..., None], args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The work item that ``pass_on(None, *args)`` would queue: a held message run here."""
+        if pass_on == self._pass_event:
+            return (self._run_event, *args)
+        if pass_on == self._pass_remote_event:
+            return (self._run_remote_event, *args)
+        if pass_on == self._pass_rpc:
+            return (self._run_rpc, *args)
+        return (self._run_remote_rpc, *args)
 
     def _fail_held(self, pass_on: Callable[..., None], args: tuple[Any, ...]) -> None:
         """A message held for a moving agent when the node stopped: its caller must not hang, and
@@ -1888,6 +1917,7 @@ class MeshNode:
         if held is not None:
             held.append((pass_on, args))  # behind the ones that wait already
             self._stats["held_for_handover"] += 1
+            self._dispatcher.held += 1
             return True
         if not absent:
             return False
@@ -1896,9 +1926,17 @@ class MeshNode:
             if taker is not None:
                 pass_on(taker, *args)
                 return True
+        if hops < MOVED_HOPS and self._running:
+            # Not live here, and another node owns it now (the view changed since the message was
+            # routed here, e.g. a node joined): it goes there rather than making a copy here.
+            owner = self._table.owner(agent_id.type, agent_id.key)
+            if owner is not None and owner != self._node_id and self._link.peer(owner) is not None:
+                pass_on(owner, *args)
+                return True
         if self._settle_until and self._unsettled_type(agent_id.type):
             self._unsettled[agent_id] = [(pass_on, args)]
             self._stats["held_for_handover"] += 1
+            self._dispatcher.held += 1
             return True
         return False
 
@@ -1908,15 +1946,20 @@ class MeshNode:
         """This node starts hosting ``agent_types`` (it starts, registers them, or rejoins): other
         nodes may hold live agents of them that it now owns, and hand them over once they see it.
         Until they say so, messages for such agents that are not live here wait (bounded)."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + self._config.settle_timeout_s
-        opened = False
+        until = asyncio.get_running_loop().time() + self._config.settle_timeout_s
         for agent_type in agent_types:
             self._settle_until[agent_type] = until
             self._settled_by[agent_type] = set()
-            opened = True
-        if opened:
-            loop.call_at(until, self._release_unsettled)
+        self._arm_settle_timer()
+
+    def _arm_settle_timer(self) -> None:
+        """Release what waits when the first open window ends (again if the loop ran it early)."""
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
+        if self._settle_until:
+            when = min(self._settle_until.values())
+            self._settle_timer = asyncio.get_running_loop().call_at(when, self._release_unsettled)
 
     def _unsettled_type(self, agent_type: str) -> bool:
         """Whether a node hosting ``agent_type`` has not said SETTLED to this one yet, within the
@@ -1924,7 +1967,7 @@ class MeshNode:
         until = self._settle_until.get(agent_type)
         if until is None:
             return False
-        if asyncio.get_running_loop().time() >= until:
+        if asyncio.get_running_loop().time() >= until - SETTLE_CLOCK_SLACK_S:
             del self._settle_until[agent_type]
             self._settled_by.pop(agent_type, None)
             return False
@@ -1933,7 +1976,7 @@ class MeshNode:
             if node_id == self._node_id or node_id in settled:
                 continue
             peer = self._link.peer(node_id)
-            if peer is not None and tuple(peer.record.protocol) >= (1, 1):
+            if peer is not None and _speaks_1_1(peer):
                 return True  # it may hold one of them still (older nodes never say SETTLED)
         return False
 
@@ -1943,19 +1986,30 @@ class MeshNode:
             self._settle_until.pop(agent_type, None)
         for agent_id in [a for a in self._unsettled if a.type not in self._settle_until]:
             self._release_held(self._unsettled.pop(agent_id))
+        self._arm_settle_timer()
+        self._settle_event.set()
+        self._settle_event = asyncio.Event()
 
     def _end_settling(self) -> None:
         """Every window ends now (the node stops): what waited goes to its agent's owner, which
         is another node once this one leaves (else it runs here, or fails if it cannot)."""
         self._settle_until.clear()
         self._settled_by.clear()
+        self._arm_settle_timer()
+        self._settle_event.set()
+        self._settle_event = asyncio.Event()
         for agent_id in list(self._unsettled):
             owner = self._table.owner(agent_id.type, agent_id.key) if self._leaving else None
             self._release_held(self._unsettled.pop(agent_id), None if owner == self._node_id else owner)
 
     def _release_held(self, held: list[tuple[Callable[..., None], tuple[Any, ...]]], owner: str | None = None) -> None:
+        self._dispatcher.held -= len(held)
+        if owner is None and self._dispatcher.running:
+            # Ahead of what was queued meanwhile (messages from the same senders among them).
+            self._dispatcher.submit_first([self._held_item(pass_on, args) for pass_on, args in held])
+            return
         for pass_on, args in held:
-            if owner is not None or self._dispatcher.running:
+            if owner is not None:
                 pass_on(owner, *args)
             else:
                 self._fail_held(pass_on, args)
@@ -1967,8 +2021,7 @@ class MeshNode:
             settled = self._settled_by.get(agent_type)
             if settled is not None:
                 settled.add(peer.node_id)
-        if self._unsettled:
-            self._release_unsettled()
+        self._release_unsettled()
 
     def _say_settled(self) -> None:
         """Tell every peer that hosts a factory type this node hosts too, once per incarnation of
@@ -1983,7 +2036,7 @@ class MeshNode:
                 continue
             shared = frozenset(t for t, ti in info.types.items() if ti.kind == "factory" and t in mine)
             peer = self._link.peer(node_id)
-            if not shared or peer is None:
+            if not shared or peer is None or not _speaks_1_1(peer):
                 continue
             incarnation = peer.record.incarnation
             said = self._settled_sent.get(node_id)
@@ -2002,7 +2055,9 @@ class MeshNode:
         self, node_id: str, incarnation: int, agent_types: list[str], handovers: list[asyncio.Task[bool]]
     ) -> None:
         if handovers:
-            await asyncio.wait(handovers, timeout=self._config.visibility_timeout_s)
+            # Not bounded here: each handover is (save_state aside), and the peer's own window
+            # bounds how long it waits for this.
+            await asyncio.wait(handovers)
         self._link.send_control(node_id, [wire.SETTLED, incarnation, agent_types])
 
     # The pass_on functions: run the message here (taker None) or send it to the agent's taker.
