@@ -119,6 +119,10 @@ async def test_a_node_that_starts_leaving_while_it_takes_an_agent_in_hands_it_on
     finally:
         GatedCounter.gate.set()
         GatedCounter.gate = GatedCounter.loading = None
+    # A call sent to c while a has not yet seen it leave ends with AgentUnreachableError (the
+    # contract for an owner that stops): wait for a's view first.
+    gone = {b.node_id, c.node_id}
+    await wait_until(lambda: not gone & set(a.routing_table.nodes), WAIT_S, what="a seeing b and c gone")
     with anyio.fail_after(WAIT_S):
         assert await a.send_message(Add(1), agent_id) == 6
 
