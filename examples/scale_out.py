@@ -54,6 +54,8 @@ async def main() -> None:
     for key in KEYS:
         print("  " + await a.send_message("+1", AgentId("counter", key)))
     await c.stop()
+    # Before node-a stops: else it may still offer its counters to node-c, which is leaving.
+    await wait_for(lambda: not a.peers, what="node-a seeing node-c leave")
     await a.stop()
 
 

@@ -1,8 +1,9 @@
 """A thread running an asyncio event loop, and calls into that loop from other threads.
 
 The machinery under the synchronous facade (:class:`mesh.BackgroundNode`) and under
-``mesh.testing.ThreadedMesh``: calls are handed over with ``asyncio.run_coroutine_threadsafe``
-and waited for, blocking or from another loop, always with a bound.
+``mesh.testing.ThreadedMesh``: calls are handed over to the loop (a task linked to a
+``concurrent.futures.Future`` the caller made first) and waited for, blocking or from another
+loop, always with a bound.
 """
 
 from __future__ import annotations
@@ -39,6 +40,35 @@ def check_timeout(timeout: float | None) -> float | None:
 
 async def _invoke(fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
     return await fn(*args, **kwargs)
+
+
+def _start(loop: asyncio.AbstractEventLoop, request: Request[T], future: concurrent.futures.Future[T]) -> None:
+    """On the loop: run ``request`` as a task whose outcome goes to ``future`` (unless the caller
+    cancelled it already), and cancel the task when the caller cancels the future."""
+    if future.cancelled():
+        return
+    task = loop.create_task(_invoke(request.fn, request.args, request.kwargs))
+
+    def task_done(done: asyncio.Task[T]) -> None:
+        if done.cancelled():
+            future.cancel()
+            future.set_running_or_notify_cancel()  # wakes concurrent.futures.wait (cancel does not)
+        elif future.set_running_or_notify_cancel():
+            exc = done.exception()
+            if exc is None:
+                future.set_result(done.result())
+            else:
+                future.set_exception(exc)
+
+    def future_done(done: concurrent.futures.Future[T]) -> None:
+        if done.cancelled():
+            try:
+                loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:
+                pass  # the loop closed: the task ended with it
+
+    task.add_done_callback(task_done)
+    future.add_done_callback(future_done)
 
 
 def awaiting(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
@@ -126,18 +156,25 @@ class LoopThread:
         # Leaving asyncio.run cancels whatever calls are still running; their callers get
         # NodeStoppedError (see _outcome).
 
-    def submit(self, request: Request[T]) -> concurrent.futures.Future[T]:
-        """Schedule ``request`` on the loop (starting the thread if needed)."""
+    def submit(
+        self, request: Request[T], future: concurrent.futures.Future[T] | None = None
+    ) -> concurrent.futures.Future[T]:
+        """Schedule ``request`` on the loop (starting the thread if needed); its outcome goes to
+        ``future`` (a new one if not given). Cancelling the future cancels the request, also when
+        the cancel comes before the loop has started it."""
         refused = NodeStoppedError(f"{self._label} is closed: {request.what} cannot run; create a new one")
         if self._closed:
             raise refused
         self.start()
+        if future is None:
+            future = concurrent.futures.Future()
         with self._lock:
             # Under the lock, so that a call is either scheduled before close() tells the loop to
             # exit (and is then cancelled by it, never lost) or refused.
             if self._closed or self._loop is None:
                 raise refused
-            return asyncio.run_coroutine_threadsafe(_invoke(request.fn, request.args, request.kwargs), self._loop)
+            self._loop.call_soon_threadsafe(_start, self._loop, request, future)
+        return future
 
     def call(self, request: Request[T]) -> T:
         """Run ``request`` on the loop and wait for its outcome in this thread."""
@@ -148,8 +185,11 @@ class LoopThread:
                 "ever: there, await the async node's method instead (`await node.node.<method>(...)`, or "
                 "`await node.aio.<method>(...)`)"
             )
-        future = self.submit(request)
+        # Made before the call is scheduled: a KeyboardInterrupt anywhere below (even inside
+        # submit, once the loop may already run the call) cancels it.
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
         try:
+            self.submit(request, future)
             done, _ = concurrent.futures.wait([future], timeout=request.timeout)
         except BaseException:  # KeyboardInterrupt in the waiting thread: the call must not go on
             future.cancel()

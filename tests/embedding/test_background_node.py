@@ -194,6 +194,18 @@ def test_a_token_cancelled_from_another_thread_cancels_the_call(make_node: MakeN
         assert Echo.cancelled.wait(WAIT_S)
 
 
+@pytest.fixture
+def default_sigint() -> Iterator[None]:
+    """Python's own Ctrl+C handler for the test, whatever the process inherited (a shell's
+    background job starts with SIGINT ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("default_sigint")
 def test_ctrl_c_in_a_blocking_call_cancels_the_call(make_node: MakeNode) -> None:
     main = threading.main_thread()
     assert threading.current_thread() is main

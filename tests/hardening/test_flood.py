@@ -181,7 +181,10 @@ async def test_a_flood_of_hostile_frames_is_counted_and_the_node_keeps_serving_i
                         GetState(), AgentId("probe", "target"), timeout=GOOD_CALL_TIMEOUT_S
                     )
                 except Exception as exc:
-                    outcome = exc
+                    # The test fails on it (below); calling on could spin without awaiting (a
+                    # type no live node hosts fails at once) and starve the loop.
+                    calls.append((started, time.monotonic(), exc))
+                    return
                 calls.append((started, time.monotonic(), outcome))
 
         async def flooder(process: Process) -> None:
@@ -217,7 +220,11 @@ async def test_a_flood_of_hostile_frames_is_counted_and_the_node_keeps_serving_i
             await wait_until(all_counted, FLOOD_TIMEOUT_S, what=f"the target counting {must_refuse} refusals")
             handled_s = time.monotonic() - started
             during = len(calls)
-            await wait_until(lambda: len(calls) >= during + 100, CALL_TIMEOUT_S, what="calls after the flood")
+            await wait_until(
+                lambda: len(calls) >= during + 100 or (bool(calls) and not isinstance(calls[-1][2], NodeState)),
+                CALL_TIMEOUT_S,
+                what="calls after the flood (or a failed one)",
+            )
             tg.cancel_scope.cancel()
 
         mem2 = await cluster.memory("target", top=8)
