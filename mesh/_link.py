@@ -64,14 +64,18 @@ class Peer:
     def node_id(self) -> str:
         return self.record.node_id
 
+    @property
+    def speaks_1_1(self) -> bool:
+        """Whether the peer knows protocol 1.1's records (SETTLED, FORWARDED)."""
+        return tuple(self.record.protocol) >= (1, 1)
+
 
 @dataclass
 class Call:
     """A request of ours waiting for its reply."""
 
     future: asyncio.Future[Any]
-    peer: str
-    incarnation: int
+    peer: str  # the node that answers it
     recipient: AgentId | None
 
 
@@ -435,7 +439,7 @@ class MeshLink:
         assert self._loop is not None
         req_id = next(self._req_ids)
         future = self._loop.create_future()
-        self._calls[req_id] = Call(future, node_id, peer.record.incarnation, recipient)
+        self._calls[req_id] = Call(future, node_id, recipient)
         return req_id, future
 
     def forget_call(self, req_id: int) -> None:
@@ -667,7 +671,7 @@ class MeshLink:
         """A call forwarded to this node is registered here: tell its caller, which then waits on
         this node (it fails if this node dies; it no longer fails if a forwarder leaves)."""
         peer = self._peers.get(origin)
-        if peer is not None and tuple(peer.record.protocol) >= (1, 1):
+        if peer is not None and peer.speaks_1_1:
             self.send_control(origin, [wire.FORWARDED, req_id, recipient.type, recipient.key])
 
     def _on_forwarded(self, peer: Peer, record: list[Any]) -> None:
@@ -679,7 +683,6 @@ class MeshLink:
         if call is None or call.recipient != recipient:
             return  # answered already, or not that call
         call.peer = peer.node_id
-        call.incarnation = peer.record.incarnation
 
     def _on_cancel(self, peer: Peer, record: list[Any]) -> None:
         if len(record) != 3:

@@ -32,7 +32,7 @@ from ._cancellation import CancellationToken
 from ._codec import Body, FrameDecodeError
 from ._config import MeshConfig
 from ._context import MessageHandlerContext
-from ._dispatch import Dispatcher
+from ._dispatch import Dispatcher, WorkItem
 from ._errors import (
     AgentTypeConflictError,
     AgentUnreachableError,
@@ -73,11 +73,6 @@ MAX_SETTLED_TYPES = 10_000  # agent types one SETTLED record may name
 # A window counts as ended this close to its end: the loop may run its timer that early.
 SETTLE_CLOCK_SLACK_S = 0.02
 _warned_insecure_bind = False
-
-
-def _speaks_1_1(peer: Peer) -> bool:
-    """Whether the peer knows SETTLED and FORWARDED (protocol 1.1)."""
-    return tuple(peer.record.protocol) >= (1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,9 +331,9 @@ class MeshNode:
         self._id_prefix = uuid.uuid4().hex[:12] + "-"
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
-        # Agents being handed over, each with the messages that reached it meanwhile: a function
-        # and its arguments, called with the node that took the agent (None: it stayed here).
-        self._moving: dict[AgentId, list[tuple[Callable[..., None], tuple[Any, ...]]]] = {}
+        # Agents being handed over, each with the messages that reached it meanwhile (their work
+        # items): they run here if it stays, else they follow it (_pass_on).
+        self._moving: dict[AgentId, list[WorkItem]] = {}
         self._handovers: set[asyncio.Task[bool]] = set()  # begun by _check_ownership, awaited on stop
         # Agents handed over from here: their takers (node id, incarnation), see MAX_MOVED_OUT.
         self._moved_out: OrderedDict[AgentId, tuple[str, int]] = OrderedDict()
@@ -352,7 +347,7 @@ class MeshNode:
         # the type's window (settle_timeout_s) ends; only then is the agent created afresh here.
         self._settle_until: dict[str, float] = {}  # agent type -> loop time its window ends
         self._settled_by: dict[str, set[str]] = {}  # agent type -> peers that said SETTLED
-        self._unsettled: dict[AgentId, list[tuple[Callable[..., None], tuple[Any, ...]]]] = {}
+        self._unsettled: dict[AgentId, list[WorkItem]] = {}
         # What this node said SETTLED for: peer -> (the peer's incarnation, agent types).
         self._settled_sent: dict[str, tuple[int, frozenset[str]]] = {}
         self._settle_timer: asyncio.TimerHandle | None = None
@@ -696,10 +691,13 @@ class MeshNode:
         self._table_now = RoutingTable({self._node_id: self._info})
         self._table_stale = False
 
-    def _fail_item(self, item: tuple[Any, ...]) -> None:
-        """A queued item that never started because the node stopped: its caller must not hang."""
+    def _fail_item(self, item: WorkItem) -> None:
+        """A queued or held item that never started because the node stopped: its caller must not
+        hang, and a publish is counted as lost."""
         fn = item[0]
-        if fn == self._run_rpc:
+        if fn == self._run_event or fn == self._run_remote_event:
+            self._stats["undeliverable"] += 1
+        elif fn == self._run_rpc:
             future = item[4]
             if not future.done():
                 future.set_exception(NodeStoppedError("the node stopped before the handler started"))
@@ -1131,7 +1129,7 @@ class MeshNode:
     async def _run_event(self, agent_id: AgentId, message: Any, ctx: MessageContext, hops: int = 0) -> None:
         agent = self._agents.instances.get(agent_id)
         if (agent is None or self._moving or self._unsettled) and self._divert(
-            agent_id, agent is None, hops, self._pass_event, (agent_id, message, ctx, hops)
+            (self._run_event, agent_id, message, ctx, hops), agent_id, agent is None, hops
         ):
             return
         reset = _HANDLER_VAR.set(agent_id)
@@ -1357,7 +1355,7 @@ class MeshNode:
             return  # cancelled before it started: the handler never runs
         agent = self._agents.instances.get(agent_id)
         if (agent is None or self._moving or self._unsettled) and self._divert(
-            agent_id, agent is None, 0, self._pass_rpc, (agent_id, message, ctx, future)
+            (self._run_rpc, agent_id, message, ctx, future), agent_id, agent is None, 0
         ):
             return
         reset = _HANDLER_VAR.set(agent_id)
@@ -1460,7 +1458,7 @@ class MeshNode:
         absent = agent_id not in self._agents.instances
         # Checked before decoding too: that may create the agent to learn its message types.
         if (absent or self._moving or self._unsettled) and self._divert(
-            agent_id, absent, hops, self._pass_remote_event, (agent_id, body, ctx, hops)
+            (self._run_remote_event, agent_id, body, ctx, hops), agent_id, absent, hops
         ):
             return
         try:
@@ -1537,7 +1535,7 @@ class MeshNode:
             return
         absent = agent_id not in self._agents.instances
         if (absent or self._moving or self._unsettled) and self._divert(
-            agent_id, absent, hops, self._pass_remote_rpc, (origin, req_id, agent_id, body, ctx, hops)
+            (self._run_remote_rpc, origin, req_id, agent_id, body, ctx, hops), agent_id, absent, hops
         ):
             return
         reset = _HANDLER_VAR.set(agent_id)
@@ -1670,10 +1668,11 @@ class MeshNode:
 
     # -- ownership moves --------------------------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -1687,11 +1686,9 @@ class MeshNode:
             owner = table.owner(agent_id.type, agent_id.key)
             if owner is not None and owner != self._node_id and agent_id not in self._moving:
                 self._moving[agent_id] = []
-                task = asyncio.get_running_loop().create_task(self._hand_over(agent_id, owner))
+                task = self._spawn(self._hand_over(agent_id, owner))
                 self._handovers.add(task)
                 task.add_done_callback(self._handovers.discard)
-                self._tasks.add(task)
-                task.add_done_callback(self._task_done)
 
     async def _hand_over_all(self, deadline: float) -> None:
         """Hand every live agent to its next owner before this node leaves (by ``deadline``, a
@@ -1862,83 +1859,57 @@ class MeshNode:
             self._taker_of(agent_id)
 
     def _release_moving(self, agent_id: AgentId, taker: str | None) -> None:
-        waiting = self._moving.pop(agent_id, None)
-        if taker is None and not self._dispatcher.running:
-            # The node stopped while the move was unsettled: nothing will run them here.
-            for pass_on, args in waiting or ():
-                self._fail_held(pass_on, args)
-            return
-        if taker is None:
-            self._dispatcher.submit_first([self._held_item(pass_on, args) for pass_on, args in waiting or ()])
-            return
-        for pass_on, args in waiting or ():
-            pass_on(taker, *args)
+        self._release(self._moving.pop(agent_id, []), taker)
 
-    def _held_item(self, pass_on: Callable[..., None], args: tuple[Any, ...]) -> tuple[Any, ...]:
-        """The work item that ``pass_on(None, *args)`` would queue: a held message run here."""
-        if pass_on == self._pass_event:
-            return (self._run_event, *args)
-        if pass_on == self._pass_remote_event:
-            return (self._run_remote_event, *args)
-        if pass_on == self._pass_rpc:
-            return (self._run_rpc, *args)
-        return (self._run_remote_rpc, *args)
-
-    def _fail_held(self, pass_on: Callable[..., None], args: tuple[Any, ...]) -> None:
-        """A message held for a moving agent when the node stopped: its caller must not hang, and
-        a publish is counted as lost."""
-        if pass_on == self._pass_rpc:
-            future = args[3]
-            if not future.done():
-                future.set_exception(NodeStoppedError("the node stopped while the agent was moving"))
-        elif pass_on == self._pass_remote_rpc:
-            self._link.reply(args[0], args[1], wire.NOT_RUN, "the owner node stopped while the agent was moving")
+    def _release(self, items: list[WorkItem], taker: str | None) -> None:
+        """Messages that waited: to ``taker``, or (None) run here ahead of what was queued
+        meanwhile (messages from the same senders among them), or fail if the node stopped."""
+        if taker is not None:
+            for item in items:
+                self._pass_on(taker, item)
+        elif self._dispatcher.running:
+            self._dispatcher.submit_first(items)
         else:
-            self._stats["undeliverable"] += 1
+            for item in items:
+                self._fail_item(item)
 
-    def _divert(
-        self,
-        agent_id: AgentId,
-        absent: bool,
-        hops: int,
-        pass_on: Callable[..., None],
-        args: tuple[Any, ...],
-    ) -> bool:
-        """A message for ``agent_id`` is about to run here: if the agent is moving, hold it until
-        the move settles; if it is ``absent`` because it moved away, pass it on to its taker
-        (``pass_on(taker, *args)``); if it is absent and may still live on a node that has not
-        handed it over yet (see _settle_until), hold it until that node says it is done. False
-        if it runs here now."""
+    def _lives_elsewhere(self, agent_id: AgentId) -> str | None:
+        """The live node that has ``agent_id``, not live here, now: the one this node handed it to,
+        or its owner in this node's view if that changed since a message for it was routed here
+        (e.g. a node joined); None if it belongs here."""
+        taker = self._taker_of(agent_id) if self._moved_out else None
+        if taker is not None or not self._running:
+            return taker
+        owner = self._table.owner(agent_id.type, agent_id.key)
+        if owner is None or owner == self._node_id or self._link.peer(owner) is None:
+            return None
+        return owner
+
+    def _divert(self, item: WorkItem, agent_id: AgentId, absent: bool, hops: int) -> bool:
+        """A message (its work ``item``) for ``agent_id`` is about to run here: if the agent is
+        moving, hold it until the move settles; if it is ``absent`` because it moved away or
+        another node owns it now, pass it on there; if it is absent and may still live on a node
+        that has not handed it over yet (see _settle_until), hold it until that node says it is
+        done. False if it runs here now."""
         waiting = self._moving.get(agent_id)
         if waiting is not None:
-            waiting.append((pass_on, args))
+            waiting.append(item)
             return True
         held = self._unsettled.get(agent_id)
-        if held is not None:
-            held.append((pass_on, args))  # behind the ones that wait already
-            self._stats["held_for_handover"] += 1
-            self._dispatcher.held += 1
-            return True
-        if not absent:
-            return False
-        if hops < MOVED_HOPS and self._moved_out:
-            taker = self._taker_of(agent_id)
-            if taker is not None:
-                pass_on(taker, *args)
+        if held is None:
+            if not absent:
+                return False
+            target = self._lives_elsewhere(agent_id) if hops < MOVED_HOPS else None
+            if target is not None:
+                self._pass_on(target, item)
                 return True
-        if hops < MOVED_HOPS and self._running:
-            # Not live here, and another node owns it now (the view changed since the message was
-            # routed here, e.g. a node joined): it goes there rather than making a copy here.
-            owner = self._table.owner(agent_id.type, agent_id.key)
-            if owner is not None and owner != self._node_id and self._link.peer(owner) is not None:
-                pass_on(owner, *args)
-                return True
-        if self._settle_until and self._unsettled_type(agent_id.type):
-            self._unsettled[agent_id] = [(pass_on, args)]
-            self._stats["held_for_handover"] += 1
-            self._dispatcher.held += 1
-            return True
-        return False
+            if not (self._settle_until and self._unsettled_type(agent_id.type)):
+                return False
+            held = self._unsettled[agent_id] = []
+        held.append(item)  # behind the ones that wait already
+        self._stats["held_for_handover"] += 1
+        self._dispatcher.held += 1
+        return True
 
     # -- settling: one instance per key when a node starts hosting a type ------------------------
 
@@ -1976,7 +1947,7 @@ class MeshNode:
             if node_id == self._node_id or node_id in settled:
                 continue
             peer = self._link.peer(node_id)
-            if peer is not None and _speaks_1_1(peer):
+            if peer is not None and peer.speaks_1_1:
                 return True  # it may hold one of them still (older nodes never say SETTLED)
         return False
 
@@ -2002,17 +1973,9 @@ class MeshNode:
             owner = self._table.owner(agent_id.type, agent_id.key) if self._leaving else None
             self._release_held(self._unsettled.pop(agent_id), None if owner == self._node_id else owner)
 
-    def _release_held(self, held: list[tuple[Callable[..., None], tuple[Any, ...]]], owner: str | None = None) -> None:
+    def _release_held(self, held: list[WorkItem], owner: str | None = None) -> None:
         self._dispatcher.held -= len(held)
-        if owner is None and self._dispatcher.running:
-            # Ahead of what was queued meanwhile (messages from the same senders among them).
-            self._dispatcher.submit_first([self._held_item(pass_on, args) for pass_on, args in held])
-            return
-        for pass_on, args in held:
-            if owner is not None:
-                pass_on(owner, *args)
-            else:
-                self._fail_held(pass_on, args)
+        self._release(held, owner)
 
     def _accept_settled(self, peer: Peer, incarnation: int, agent_types: list[str]) -> None:
         if incarnation != self._incarnation or not self._settle_until:
@@ -2036,7 +1999,7 @@ class MeshNode:
                 continue
             shared = frozenset(t for t, ti in info.types.items() if ti.kind == "factory" and t in mine)
             peer = self._link.peer(node_id)
-            if not shared or peer is None or not _speaks_1_1(peer):
+            if not shared or peer is None or not peer.speaks_1_1:
                 continue
             incarnation = peer.record.incarnation
             said = self._settled_sent.get(node_id)
@@ -2060,27 +2023,30 @@ class MeshNode:
             await asyncio.wait(handovers)
         self._link.send_control(node_id, [wire.SETTLED, incarnation, agent_types])
 
-    # The pass_on functions: run the message here (taker None) or send it to the agent's taker.
-
-    def _pass_event(self, taker: str | None, agent_id: AgentId, message: Any, ctx: MessageContext, hops: int) -> None:
-        if taker is None:
-            self._dispatcher.submit((self._run_event, agent_id, message, ctx, hops))
-            return
-        try:
-            body = self._encode(message)
-        except Exception as exc:  # a local publish of a message that cannot cross nodes
-            self._stats["undeliverable"] += 1
-            logger.warning("publish to %s, which moved to node %s: %s", agent_id, taker, exc)
-            return
-        self._publish_to_taker(taker, agent_id, body, ctx, hops)
-
-    def _pass_remote_event(
-        self, taker: str | None, agent_id: AgentId, body: Body, ctx: MessageContext, hops: int
-    ) -> None:
-        if taker is None:
-            self._dispatcher.submit((self._run_remote_event, agent_id, body, ctx, hops))
+    def _pass_on(self, taker: str, item: WorkItem) -> None:
+        """Send a message that was to run here (its work ``item``) to node ``taker``, where its
+        agent lives now."""
+        fn = item[0]
+        if fn == self._run_event:
+            _, agent_id, message, ctx, hops = item
+            try:
+                body = self._encode(message)
+            except Exception as exc:  # a local publish of a message that cannot cross nodes
+                self._stats["undeliverable"] += 1
+                logger.warning("publish to %s, which lives on node %s: %s", agent_id, taker, exc)
+                return
+            self._publish_to_taker(taker, agent_id, body, ctx, hops)
+        elif fn == self._run_remote_event:
+            _, agent_id, wire_body, ctx, hops = item
+            self._publish_to_taker(
+                taker, agent_id, (wire_body.type_name, wire_body.content_type, wire_body.payload), ctx, hops
+            )
+        elif fn == self._run_rpc:
+            future = item[4]
+            if not future.done():
+                future.set_result(_MovedTo(taker))  # the caller's _call sends it there
         else:
-            self._publish_to_taker(taker, agent_id, (body.type_name, body.content_type, body.payload), ctx, hops)
+            self._pass_remote_rpc(taker, *item[1:])
 
     def _publish_to_taker(
         self, taker: str, agent_id: AgentId, body: tuple[str, str, bytes], ctx: MessageContext, hops: int
@@ -2106,27 +2072,9 @@ class MeshNode:
             self._stats["undeliverable"] += sum(len(ids) for ids in targets.values())
             logger.warning("publish to %s passed on: %s", topic_id, exc)
 
-    def _pass_rpc(
-        self, taker: str | None, agent_id: AgentId, message: Any, ctx: MessageContext, future: asyncio.Future[Any]
-    ) -> None:
-        if taker is None:
-            self._dispatcher.submit((self._run_rpc, agent_id, message, ctx, future))
-        elif not future.done():
-            future.set_result(_MovedTo(taker))  # the caller's _call sends it there
-
     def _pass_remote_rpc(
-        self,
-        taker: str | None,
-        origin: str,
-        req_id: int,
-        agent_id: AgentId,
-        body: Body,
-        ctx: MessageContext,
-        hops: int,
+        self, taker: str, origin: str, req_id: int, agent_id: AgentId, body: Body, ctx: MessageContext, hops: int
     ) -> None:
-        if taker is None:
-            self._dispatcher.submit((self._run_remote_rpc, origin, req_id, agent_id, body, ctx, hops))
-            return
         self._link.finish_inbound(origin, req_id)
         if ctx.cancellation_token.is_cancelled():
             self._link.reply(origin, req_id, wire.NOT_RUN, "cancelled before the handler started")
