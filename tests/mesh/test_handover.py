@@ -13,6 +13,7 @@ import anyio
 import msgpack
 import pytest
 from support.counters import Add, Counter
+from support.placement import key_owned_by
 from support.waiting import wait_until
 
 from mesh import AgentId, MeshNode, NodeStoppedError
@@ -175,7 +176,7 @@ async def test_an_agent_handed_to_a_node_that_does_not_own_it_goes_on_to_its_own
     already has a copy, the handed-over state replaces its state, visibly (one copy stays)."""
     a, b, c, _d = four_nodes
     table = a.routing_table
-    key = next(k for k in (f"p{i}" for i in range(1000)) if table.owner("ctr", k) == c.node_id)
+    key = key_owned_by(table, "ctr", c.node_id, prefix="p")
     agent_id = AgentId("ctr", key)
     with anyio.fail_after(WAIT_S):
         assert await b._offer(agent_id, a.node_id, msgpack.packb({"count": 7}), None) is None

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import anyio
 import pytest
 from support.counters import Add, Counter
+from support.placement import key_owned_by
 from support.waiting import wait_until
 
 from mesh import (
@@ -243,7 +244,7 @@ async def test_a_call_that_the_leaving_owner_forwards_back_to_its_caller_is_answ
     try:
         await Blocker.register(b, "blocker", Blocker)
         await _start([a, b])
-        key = next(k for k in (f"b{i}" for i in range(1000)) if a.routing_table.owner("ctr", k) == b.node_id)
+        key = key_owned_by(a.routing_table, "ctr", b.node_id, prefix="b")
         with anyio.fail_after(WAIT_S):
             assert await a.send_message(Add(5), AgentId("ctr", key)) == 5
             blocked = asyncio.create_task(a.send_message(Add(1), AgentId("blocker", "x")))

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 from support.counters import Add, Counter
+from support.placement import key_owned_by
 from support.waiting import wait_until
 
 from mesh import AgentId, AgentUnreachableError, MeshConfig, MeshNode
@@ -54,19 +55,12 @@ async def _join(b: MeshNode) -> None:
         await b.wait_for_peers(1, timeout=WAIT_S)
 
 
-def _key_owned_by(node: MeshNode) -> str:
-    table = node.routing_table
-    key = next((f"k{i}" for i in range(1000) if table.owner("ctr", f"k{i}") == node.node_id), None)
-    assert key is not None, "placement gave the node no key of 1000"
-    return key
-
-
 async def test_a_message_for_a_new_key_waits_for_the_old_owner_and_runs_once_it_settled(
     pair: tuple[MeshNode, MeshNode],
 ) -> None:
     a, b = pair
     await _join(b)
-    key = _key_owned_by(b)
+    key = key_owned_by(b.routing_table, "ctr", b.node_id)
     # Whatever b holds for it runs once a said SETTLED: long before b's window (an hour) ends.
     with anyio.fail_after(WAIT_S):
         assert await b.send_message(Add(1), AgentId("ctr", key)) == 1
@@ -82,13 +76,13 @@ async def test_a_node_that_never_says_settled_holds_messages_back_for_the_window
     b._config = fast_config(settle_timeout_s=1.0)
     started = time.monotonic()
     await _join(b)
-    key = _key_owned_by(b)
+    key = key_owned_by(b.routing_table, "ctr", b.node_id)
     with anyio.fail_after(WAIT_S):
         assert await b.send_message(Add(1), AgentId("ctr", key)) == 1
     assert b.statistics()["held_for_handover"] == 1
     assert time.monotonic() - started >= 1.0, "the call ran before the window ended"
     # After the window nothing waits any more.
-    other = next(f"j{i}" for i in range(1000) if b.routing_table.owner("ctr", f"j{i}") == b.node_id)
+    other = key_owned_by(b.routing_table, "ctr", b.node_id, prefix="j")
     with anyio.fail_after(WAIT_S):
         assert await b.send_message(Add(5), AgentId("ctr", other)) == 5
     assert b.statistics()["held_for_handover"] == 1
@@ -103,7 +97,7 @@ async def test_calls_waiting_when_the_node_stops_go_to_the_next_owner(pair: tupl
             await caller.start()
             await _join(b)
             await caller.wait_for_peers(2, timeout=WAIT_S)
-        key = _key_owned_by(b)
+        key = key_owned_by(b.routing_table, "ctr", b.node_id)
         results: list[object] = []
         with anyio.fail_after(WAIT_S):
             async with anyio.create_task_group() as tg:

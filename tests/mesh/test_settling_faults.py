@@ -7,12 +7,14 @@ forwarded call whose forwarder stops before passing it on ends instead of waitin
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import anyio
 import pytest
 from support.counters import Add, Counter
+from support.placement import key_owned_by, keys_owned_by
 from support.waiting import wait_until
 
 from mesh import (
@@ -26,6 +28,7 @@ from mesh import (
     message_handler,
 )
 from mesh import _codec as wire
+from mesh._routing import RoutingTable
 from mesh.testing import fast_config
 
 WAIT_S = 20.0
@@ -65,20 +68,16 @@ class Sleeper(RoutedAgent):
         return 0
 
 
-def _key_owned_by(node: MeshNode, agent_type: str) -> str:
-    table = node.routing_table
-    return next(f"k{i}" for i in range(1000) if table.owner(agent_type, f"k{i}") == node.node_id)
-
-
-async def _start_in_order(a: MeshNode, c: MeshNode, b: MeshNode) -> None:
-    """Start ``a``, then ``c`` and ``b`` with ``a`` as their seed; wait until all three see each other."""
+async def _start_in_order(first: MeshNode, *others: MeshNode) -> None:
+    """Start ``first``, then ``others`` in order with ``first`` as their seed; wait until every
+    one sees all the others."""
     with anyio.fail_after(WAIT_S):
-        await a.start()
-        for node in (c, b):
-            node._seeds = (a.address,)
+        await first.start()
+        for node in others:
+            node._seeds = (first.address,)
             await node.start()
-        for node in (a, b, c):
-            await node.wait_for_peers(2, timeout=WAIT_S)
+        for node in (first, *others):
+            await node.wait_for_peers(len(others), timeout=WAIT_S)
 
 
 @pytest.fixture
@@ -112,13 +111,8 @@ async def test_publishes_held_for_settling_keep_their_order(nodes: list[MeshNode
         await node.add_subscription(TypeSubscription("t", "rec"))
     await Sleeper.register(b, "slow", Sleeper)  # hosted by b alone: never held
     a._say_settled = lambda: None  # type: ignore[method-assign]  # a's SETTLED is sent by hand below
-    with anyio.fail_after(WAIT_S):
-        await a.start()
-        b._seeds = (a.address,)
-        await b.start()
-        await a.wait_for_peers(1, timeout=WAIT_S)
-        await b.wait_for_peers(1, timeout=WAIT_S)
-    key = _key_owned_by(b, "rec")
+    await _start_in_order(a, b)
+    key = key_owned_by(b.routing_table, "rec", "b")
     with anyio.fail_after(WAIT_S):
         await b.publish_message(Note(1), TopicId("t", key))
         await wait_until(lambda: b.statistics()["held_for_handover"] == 1, WAIT_S, what="1 held")
@@ -152,7 +146,7 @@ async def test_a_forwarded_call_ends_when_the_forwarder_stops_before_sending_it(
     await Sleeper.register(a, "slow", Sleeper)
     a._say_settled = lambda: None  # type: ignore[method-assign]  # b waits for a (bounded by its window)
     await _start_in_order(a, c, b)
-    key = _key_owned_by(b, "ctr")
+    key = key_owned_by(b.routing_table, "ctr", "b")
     with anyio.fail_after(WAIT_S):
         # a's only handler slot is taken for 3 s: a reads no data meanwhile, and credits nothing.
         nap = asyncio.ensure_future(c.send_message(Nap(3.0), AgentId("slow", "x")))
@@ -194,7 +188,7 @@ async def test_messages_held_for_settling_stay_within_flow_control(nodes: list[M
     await Counter.register(b, "ctr", Counter)
     a._say_settled = lambda: None  # type: ignore[method-assign]  # a stuck (or hostile): never says it
     await _start_in_order(a, c, b)
-    keys = [f"k{i}" for i in range(5000) if b.routing_table.owner("ctr", f"k{i}") == "b"][:2000]
+    keys = list(itertools.islice(keys_owned_by(b.routing_table, "ctr", "b"), 2000))
     calls = [asyncio.ensure_future(c.send_message(Add(1), AgentId("ctr", k))) for k in keys]
     try:
         with anyio.fail_after(WAIT_S):
@@ -230,12 +224,8 @@ async def _early_timer(nodes: list[MeshNode]) -> None:
     await Counter.register(a, "ctr", Counter)
     await Counter.register(b, "ctr", Counter)
     a._say_settled = lambda: None  # type: ignore[method-assign]
-    with anyio.fail_after(WAIT_S):
-        await a.start()
-        b._seeds = (a.address,)
-        await b.start()
-        await b.wait_for_peers(1, timeout=WAIT_S)
-    key = _key_owned_by(b, "ctr")
+    await _start_in_order(a, b)
+    key = key_owned_by(b.routing_table, "ctr", "b")
     with anyio.fail_after(10.0):
         assert await b.send_message(Add(1), AgentId("ctr", key)) == 1
 
@@ -257,16 +247,9 @@ async def test_agent_operations_wait_for_settling_like_messages(nodes: list[Mesh
     nodes.extend([a, c, b])
     await SlowSaveCounter.register(a, "ctr", SlowSaveCounter)
     await SlowSaveCounter.register(b, "ctr", SlowSaveCounter)
-    with anyio.fail_after(WAIT_S):
-        await a.start()
-        c._seeds = (a.address,)
-        await c.start()
-        await c.wait_for_peers(1, timeout=WAIT_S)
+    await _start_in_order(a, c)
     # A key that b will own: placement is by node ids, so compute it with a table holding both.
-    from mesh._routing import RoutingTable
-
-    infos = {"a": a._info, "b": b._local_info()}
-    key = next(f"k{i}" for i in range(1000) if RoutingTable(infos).owner("ctr", f"k{i}") == "b")
+    key = key_owned_by(RoutingTable({"a": a._info, "b": b._local_info()}), "ctr", "b")
     agent = AgentId("ctr", key)
     with anyio.fail_after(WAIT_S):
         assert await c.send_message(Add(5), agent) == 5  # lives on a
@@ -294,11 +277,7 @@ async def test_settled_is_not_said_while_the_old_owner_still_has_work_queued_for
     await Counter.register(a, "ctr", Counter)
     await Counter.register(b, "ctr", Counter)
     await Sleeper.register(a, "slow", Sleeper)
-    from mesh._routing import RoutingTable
-
-    key = next(
-        f"k{i}" for i in range(1000) if RoutingTable({"a": a._info, "b": b._local_info()}).owner("ctr", f"k{i}") == "b"
-    )
+    key = key_owned_by(RoutingTable({"a": a._info, "b": b._local_info()}), "ctr", "b")
     y = AgentId("ctr", key)
     with anyio.fail_after(WAIT_S):
         await a.start()
@@ -339,6 +318,9 @@ async def test_a_node_sends_no_settled_to_a_peer_that_speaks_protocol_1_0(nodes:
         await new.start()
         await old.wait_for_peers(1, timeout=WAIT_S)
         await new.wait_for_peers(1, timeout=WAIT_S)
-        await asyncio.sleep(0.5)
+        # A barrier: STATS goes to old after anything new sent it on joining, and old answers it
+        # once it has taken those in.
+        await new.peer_statistics("old")
+    assert wire.STATS in seen
     assert tuple(new._link.peer("old").record.protocol) == (1, 0)
     assert wire.SETTLED not in seen, "new sent SETTLED to a 1.0 peer, which rejects it as an unknown record"

@@ -17,10 +17,9 @@ It prints one JSON line: how many frames of each kind it handed to ZeroMQ, how m
 
 With ``--hold`` it keeps every connection open after printing that line, until its standard input
 closes (or ``--hold-timeout`` passes). A caller that needs every frame to reach the node must use
-it and close the input only once the node has counted them: a socket closed while the node has not
-read what it was sent yet can lose the rest (a heartbeat the closing side never read makes the
-kernel reset the connection, and the reset discards what the node's side still held). The sockets
-a churn replaces stay open until the end for the same reason.
+it and close the input only once the node has counted them: with a socket closed while the node had
+not read all it was sent, the node was seen (under load) never to count the rest. The sockets a
+churn replaces stay open until the end for the same reason.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ import msgpack
 import zmq
 
 # The wire's own definitions, so that "valid" keeps meaning valid when the format changes.
-from mesh._codec import CLS_DATA, CLS_HANDSHAKE, HEADER, MAGIC, MEMBER
+from mesh._codec import CLS_DATA, CLS_HANDSHAKE, FORWARDED, HEADER, MAGIC, MEMBER
 from mesh._codec import PROTOCOL_MAJOR as MAJOR
 from mesh._transport import routing_id
 
@@ -114,7 +113,7 @@ class Flood:
 
     def _junk_record(self) -> list[Any]:
         rng = self.rng
-        kind = rng.choice([*range(1, 13), 99, -1])
+        kind = rng.choice([*range(1, FORWARDED + 1), 99, -1])  # every kind the wire defines, and others
         if kind == MEMBER:
             code = rng.choice([c for c in range(16) if c != REFUSE])
             return [MEMBER, [code, *(self._junk_value() for _ in range(rng.randrange(0, 4)))]]
