@@ -71,6 +71,13 @@ async def _add_everywhere(caller: MeshNode, n: int) -> list[int]:
         return list(await asyncio.gather(*(caller.send_message(Add(n), AgentId("ctr", key)) for key in KEYS)))
 
 
+async def _sees_gone(node: MeshNode, gone: list[MeshNode]) -> None:
+    """Wait until ``node``'s view no longer has ``gone``: a call sent to an owner as it leaves ends
+    with AgentUnreachableError (the contract), so calls that must reach the new owners wait."""
+    ids = {g.node_id for g in gone}
+    await wait_until(lambda: not ids & set(node.routing_table.nodes), WAIT_S, what=f"{node.name} seeing them gone")
+
+
 async def test_three_of_four_nodes_stopping_at_once_hand_every_agent_to_the_one_that_stays(
     four_nodes: list[MeshNode], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -83,6 +90,7 @@ async def test_three_of_four_nodes_stopping_at_once_hand_every_agent_to_the_one_
     caplog.set_level(logging.WARNING, logger="mesh")
     with anyio.fail_after(STOP_BOUND_S):
         await asyncio.gather(b.stop(), c.stop(), d.stop())
+    await _sees_gone(a, [b, c, d])
 
     counts = dict(zip(KEYS, await _add_everywhere(a, 1), strict=True))
     lost = sorted(key for key, count in counts.items() if count != 6)
@@ -120,10 +128,7 @@ async def test_a_node_that_starts_leaving_while_it_takes_an_agent_in_hands_it_on
     finally:
         GatedCounter.gate.set()
         GatedCounter.gate = GatedCounter.loading = None
-    # A call sent to c while a has not yet seen it leave ends with AgentUnreachableError (the
-    # contract for an owner that stops): wait for a's view first.
-    gone = {b.node_id, c.node_id}
-    await wait_until(lambda: not gone & set(a.routing_table.nodes), WAIT_S, what="a seeing b and c gone")
+    await _sees_gone(a, [b, c])
     with anyio.fail_after(WAIT_S):
         assert await a.send_message(Add(1), agent_id) == 6
 
